@@ -1,0 +1,51 @@
+//! Bounds on what a request may ask for. Requests beyond them are refused as invalid, so no
+//! single job can exhaust memory, disk or time.
+
+/// Largest request message (gRPC) or body (REST).
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+/// Longest job type, worker name or error message kept as given.
+pub const MAX_NAME_BYTES: usize = 255;
+/// Longest error message kept on a failure.
+pub const MAX_ERROR_BYTES: usize = 4096;
+/// Retries a job may be given.
+pub const MAX_RETRIES: i32 = 1000;
+/// Retries of a job created without a number.
+pub const DEFAULT_RETRIES: i32 = 3;
+/// Lease length of an activation that names none.
+pub const DEFAULT_JOB_TIMEOUT_MS: i64 = 30_000;
+/// Longest lease.
+pub const MAX_JOB_TIMEOUT_MS: i64 = 24 * 60 * 60 * 1000;
+/// Longest backoff after a failure, and latest delay of a scheduled job.
+pub const MAX_BACKOFF_MS: i64 = 30 * 24 * 60 * 60 * 1000;
+/// Jobs per activation when the request names no number.
+pub const DEFAULT_MAX_JOBS: usize = 10;
+/// Most jobs one activation may take.
+pub const MAX_JOBS_PER_ACTIVATION: usize = 100;
+/// How long a long poll waits when the request does not say.
+pub const DEFAULT_LONG_POLL_MS: i64 = 10_000;
+/// Longest long poll.
+pub const MAX_LONG_POLL_MS: i64 = 60 * 60 * 1000;
+/// Long polls that may wait at once before new ones are refused (RESOURCE_EXHAUSTED).
+pub const MAX_WAITING_ACTIVATIONS: usize = 10_000;
+/// Failures kept in a job's history (the count of all failures is kept too).
+pub const FAILURE_HISTORY_KEPT: usize = 50;
+
+/// Checks a tenant id: 1-31 characters of `[A-Za-z0-9._-]`.
+pub fn valid_tenant_id(tenant: &str) -> bool {
+    (1..=31).contains(&tenant.len())
+        && tenant
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Cuts `text` to at most `max` bytes on a character boundary.
+pub fn truncate(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
+}

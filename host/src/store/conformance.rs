@@ -1,0 +1,399 @@
+//! The behaviour every [`JobStore`] must show, as one suite of async checks.
+//!
+//! An implementation runs the whole suite with `conformance::suite!(open)`, where
+//! `open(&Path) -> Arc<dyn JobStore>` opens (or reopens) a store whose data lives in that
+//! directory.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::job::state::{Event, Refusal};
+use crate::job::{JobPayload, JobState, NewJob, TenantScope};
+use crate::store::{Activation, ApiKeyRecord, ApplyError, JobStore, ListQuery};
+
+pub type Open = fn(&Path) -> Arc<dyn JobStore>;
+
+macro_rules! suite {
+    ($open:expr) => {
+        $crate::store::conformance::suite!(@tests $open;
+            created_job_reads_back_with_its_payload,
+            each_job_is_leased_to_one_of_many_concurrent_activations,
+            activation_takes_higher_priority_then_older_jobs,
+            activation_stays_within_its_tenant_scope,
+            a_waiting_activation_is_woken_by_a_new_job,
+            an_abandoned_wait_leases_nothing,
+            an_expired_lease_makes_the_job_activatable_again,
+            a_backoff_keeps_the_job_pending_until_due,
+            a_scheduled_job_is_pending_until_its_time,
+            a_job_outside_the_scope_is_not_found,
+            a_refused_event_changes_nothing,
+            a_released_lease_makes_the_job_activatable,
+            everything_acknowledged_survives_a_reopen,
+            leases_that_expired_while_closed_are_activatable_after_reopen,
+            job_ids_are_never_reused_after_a_reopen,
+            listing_filters_sorts_and_pages,
+            api_keys_are_stored_and_removed,
+        );
+    };
+    (@tests $open:expr; $($name:ident,)*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let dir = tempfile::tempdir().expect("temp dir");
+                $crate::store::conformance::$name($open, dir.path()).await;
+            }
+        )*
+    };
+}
+pub(crate) use suite;
+
+fn new_job(job_type: &str, tenant: &str) -> NewJob {
+    NewJob {
+        tenant: tenant.into(),
+        job_type: job_type.into(),
+        priority: 0,
+        retries: 3,
+        run_at: None,
+        payload: JobPayload {
+            variables: r#"{"n":1}"#.into(),
+            ..JobPayload::default()
+        },
+    }
+}
+
+fn activation(job_type: &str, max_jobs: usize) -> Activation {
+    Activation {
+        job_type: job_type.into(),
+        worker: "w".into(),
+        scope: TenantScope::All,
+        max_jobs,
+        timeout_ms: 30_000,
+        wait: false,
+    }
+}
+
+async fn create(store: &Arc<dyn JobStore>, job: NewJob) -> u64 {
+    store.create(vec![job]).await.expect("created")[0]
+}
+
+async fn state_of(store: &Arc<dyn JobStore>, id: u64) -> JobState {
+    store.get(id).unwrap().expect("job exists").record.state
+}
+
+pub async fn created_job_reads_back_with_its_payload(open: Open, dir: &Path) {
+    let store = open(dir);
+    let mut job = new_job("t", "acme");
+    job.payload.custom_headers.insert("h".into(), "v".into());
+    let id = create(&store, job).await;
+    let read = store.get(id).unwrap().unwrap();
+    assert_eq!(read.record.state, JobState::Activatable);
+    assert_eq!(
+        (read.record.tenant.as_str(), read.record.retries),
+        ("acme", 3)
+    );
+    assert_eq!(read.payload.variables, r#"{"n":1}"#);
+    assert_eq!(read.payload.custom_headers["h"], "v");
+    assert!(store.get(id + 1000).unwrap().is_none());
+}
+
+pub async fn each_job_is_leased_to_one_of_many_concurrent_activations(open: Open, dir: &Path) {
+    let store = open(dir);
+    let jobs = (0..200).map(|_| new_job("t", "default")).collect();
+    store.create(jobs).await.unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            loop {
+                let jobs = store.activate(activation("t", 7)).await.unwrap();
+                if jobs.is_empty() {
+                    return got;
+                }
+                got.extend(jobs.into_iter().map(|job| job.record.id));
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    let count = all.len();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!((count, all.len()), (200, 200));
+}
+
+pub async fn activation_takes_higher_priority_then_older_jobs(open: Open, dir: &Path) {
+    let store = open(dir);
+    let old_low = create(&store, new_job("t", "a")).await;
+    let mut high = new_job("t", "b");
+    high.priority = 5;
+    let high = create(&store, high).await;
+    let new_low = create(&store, new_job("t", "a")).await;
+    let order: Vec<_> = store.activate(activation("t", 3)).await.unwrap();
+    let order: Vec<_> = order.iter().map(|job| job.record.id).collect();
+    assert_eq!(order, vec![high, old_low, new_low]);
+}
+
+pub async fn activation_stays_within_its_tenant_scope(open: Open, dir: &Path) {
+    let store = open(dir);
+    create(&store, new_job("t", "a")).await;
+    let theirs = create(&store, new_job("t", "b")).await;
+    let mut request = activation("t", 10);
+    request.scope = TenantScope::only(["b"]);
+    let jobs = store.activate(request).await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].record.id, theirs);
+}
+
+pub async fn a_waiting_activation_is_woken_by_a_new_job(open: Open, dir: &Path) {
+    let store = open(dir);
+    let mut request = activation("t", 10);
+    request.wait = true;
+    let waiting = tokio::spawn({
+        let store = store.clone();
+        async move { store.activate(request).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!waiting.is_finished());
+    let id = create(&store, new_job("t", "default")).await;
+    let jobs = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("woken")
+        .unwrap()
+        .unwrap();
+    assert_eq!(jobs[0].record.id, id);
+    assert_eq!(jobs[0].record.state, JobState::Activated);
+}
+
+pub async fn an_abandoned_wait_leases_nothing(open: Open, dir: &Path) {
+    let store = open(dir);
+    let mut request = activation("t", 10);
+    request.wait = true;
+    let abandoned = tokio::time::timeout(Duration::from_millis(30), store.activate(request)).await;
+    assert!(abandoned.is_err());
+    let id = create(&store, new_job("t", "default")).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(state_of(&store, id).await, JobState::Activatable);
+}
+
+pub async fn an_expired_lease_makes_the_job_activatable_again(open: Open, dir: &Path) {
+    let store = open(dir);
+    let id = create(&store, new_job("t", "default")).await;
+    let mut request = activation("t", 1);
+    request.timeout_ms = 100;
+    let first = store.activate(request.clone()).await.unwrap();
+    assert_eq!(first.len(), 1);
+    request.wait = true;
+    let again = tokio::time::timeout(Duration::from_secs(5), store.activate(request))
+        .await
+        .expect("re-activated after the deadline")
+        .unwrap();
+    assert_eq!(again[0].record.id, id);
+    assert_eq!(again[0].record.lease, 2);
+    assert_eq!(again[0].record.retries, 3);
+}
+
+pub async fn a_backoff_keeps_the_job_pending_until_due(open: Open, dir: &Path) {
+    let store = open(dir);
+    let id = create(&store, new_job("t", "default")).await;
+    store.activate(activation("t", 1)).await.unwrap();
+    let fail = Event::Fail {
+        lease: Some(1),
+        retries: 2,
+        backoff_ms: 150,
+        error: "later".into(),
+    };
+    store.apply(id, TenantScope::All, fail).await.unwrap();
+    assert_eq!(state_of(&store, id).await, JobState::Pending);
+    assert!(store.activate(activation("t", 1)).await.unwrap().is_empty());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(state_of(&store, id).await, JobState::Activatable);
+}
+
+pub async fn a_scheduled_job_is_pending_until_its_time(open: Open, dir: &Path) {
+    let store = open(dir);
+    let mut job = new_job("t", "default");
+    job.run_at = Some(crate::job::now_ms() + 150);
+    let id = create(&store, job).await;
+    assert_eq!(state_of(&store, id).await, JobState::Pending);
+    let mut request = activation("t", 1);
+    request.wait = true;
+    let jobs = tokio::time::timeout(Duration::from_secs(5), store.activate(request))
+        .await
+        .expect("activated when due")
+        .unwrap();
+    assert_eq!(jobs[0].record.id, id);
+}
+
+pub async fn a_job_outside_the_scope_is_not_found(open: Open, dir: &Path) {
+    let store = open(dir);
+    let id = create(&store, new_job("t", "a")).await;
+    let result = store
+        .apply(id, TenantScope::only(["b"]), Event::Cancel)
+        .await;
+    assert_eq!(result, Err(ApplyError::NotFound(id)));
+    assert_eq!(state_of(&store, id).await, JobState::Activatable);
+}
+
+pub async fn a_refused_event_changes_nothing(open: Open, dir: &Path) {
+    let store = open(dir);
+    let id = create(&store, new_job("t", "default")).await;
+    let before = store.get(id).unwrap().unwrap();
+    let complete = Event::Complete {
+        lease: None,
+        result: "{}".into(),
+    };
+    let result = store.apply(id, TenantScope::All, complete).await;
+    assert!(matches!(
+        result,
+        Err(ApplyError::Refused(Refusal::NotActivated { .. }))
+    ));
+    assert_eq!(store.get(id).unwrap().unwrap(), before);
+}
+
+pub async fn a_released_lease_makes_the_job_activatable(open: Open, dir: &Path) {
+    let store = open(dir);
+    let id = create(&store, new_job("t", "default")).await;
+    let jobs = store.activate(activation("t", 1)).await.unwrap();
+    store
+        .release(vec![(id, jobs[0].record.lease)])
+        .await
+        .unwrap();
+    assert_eq!(state_of(&store, id).await, JobState::Activatable);
+    store.release(vec![(id, 99)]).await.unwrap();
+}
+
+pub async fn everything_acknowledged_survives_a_reopen(open: Open, dir: &Path) {
+    let (done, failed, cancelled, waiting);
+    {
+        let store = open(dir);
+        let ids = store
+            .create((0..4).map(|_| new_job("t", "default")).collect())
+            .await
+            .unwrap();
+        (done, failed, cancelled, waiting) = (ids[0], ids[1], ids[2], ids[3]);
+        store.activate(activation("t", 2)).await.unwrap();
+        let complete = Event::Complete {
+            lease: Some(1),
+            result: r#"{"ok":"yes"}"#.into(),
+        };
+        store.apply(done, TenantScope::All, complete).await.unwrap();
+        let fail = Event::Fail {
+            lease: Some(1),
+            retries: 0,
+            backoff_ms: 0,
+            error: "bad".into(),
+        };
+        store.apply(failed, TenantScope::All, fail).await.unwrap();
+        store
+            .apply(cancelled, TenantScope::All, Event::Cancel)
+            .await
+            .unwrap();
+        store.close().await.unwrap();
+    }
+    let store = open(dir);
+    let job = store.get(done).unwrap().unwrap();
+    assert_eq!(job.record.state, JobState::Completed);
+    assert_eq!(job.record.result.as_deref(), Some(r#"{"ok":"yes"}"#));
+    let job = store.get(failed).unwrap().unwrap();
+    assert_eq!(job.record.state, JobState::Failed);
+    assert_eq!(job.record.failure_history[0].error, "bad");
+    assert_eq!(state_of(&store, cancelled).await, JobState::Cancelled);
+    let jobs = store.activate(activation("t", 10)).await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].record.id, waiting);
+}
+
+pub async fn leases_that_expired_while_closed_are_activatable_after_reopen(open: Open, dir: &Path) {
+    let id;
+    {
+        let store = open(dir);
+        id = create(&store, new_job("t", "default")).await;
+        let mut request = activation("t", 1);
+        request.timeout_ms = 50;
+        store.activate(request).await.unwrap();
+        store.close().await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let store = open(dir);
+    let mut request = activation("t", 1);
+    request.wait = true;
+    let jobs = tokio::time::timeout(Duration::from_secs(5), store.activate(request))
+        .await
+        .expect("activatable again")
+        .unwrap();
+    assert_eq!(jobs[0].record.id, id);
+}
+
+pub async fn job_ids_are_never_reused_after_a_reopen(open: Open, dir: &Path) {
+    let first;
+    {
+        let store = open(dir);
+        first = create(&store, new_job("t", "default")).await;
+        store.close().await.unwrap();
+    }
+    let store = open(dir);
+    let second = create(&store, new_job("t", "default")).await;
+    assert!(second > first);
+}
+
+pub async fn listing_filters_sorts_and_pages(open: Open, dir: &Path) {
+    let store = open(dir);
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        let mut job = new_job(if n % 2 == 0 { "even" } else { "odd" }, "a");
+        job.payload.process.element_id = format!("el-{n}");
+        ids.push(create(&store, job).await);
+    }
+    create(&store, new_job("even", "b")).await;
+    let scope = TenantScope::only(["a"]);
+
+    let all = store.list(&ListQuery::all(scope.clone(), 2)).unwrap();
+    assert_eq!(all.total, 5);
+    let newest: Vec<_> = all.jobs.iter().map(|job| job.record.id).collect();
+    assert_eq!(newest, vec![ids[4], ids[3]]);
+
+    let mut query = ListQuery::all(scope.clone(), 10);
+    query.job_type = Some("even".into());
+    query.descending = false;
+    query.offset = 1;
+    let page = store.list(&query).unwrap();
+    assert_eq!(page.total, 3);
+    let ids_seen: Vec<_> = page.jobs.iter().map(|job| job.record.id).collect();
+    assert_eq!(ids_seen, vec![ids[2], ids[4]]);
+
+    let mut query = ListQuery::all(scope, 10);
+    query.element_id = Some("el-3".into());
+    let page = store.list(&query).unwrap();
+    assert_eq!(page.total, 1);
+    assert_eq!(page.jobs[0].record.id, ids[3]);
+
+    store.activate(activation("odd", 1)).await.unwrap();
+    let mut query = ListQuery::all(TenantScope::All, 10);
+    query.state = Some(JobState::Activated);
+    assert_eq!(store.list(&query).unwrap().jobs[0].record.id, ids[1]);
+}
+
+pub async fn api_keys_are_stored_and_removed(open: Open, dir: &Path) {
+    let key = ApiKeyRecord {
+        id: "k1".into(),
+        secret_sha256: [7; 32],
+        name: "ci".into(),
+        permissions: vec!["jobs".into()],
+        tenants: Some(vec!["acme".into()]),
+        created_at: 1,
+    };
+    {
+        let store = open(dir);
+        store.put_api_key(&key).unwrap();
+        store.close().await.unwrap();
+    }
+    let store = open(dir);
+    assert_eq!(store.api_keys().unwrap(), vec![key]);
+    assert!(store.delete_api_key("k1").unwrap());
+    assert!(!store.delete_api_key("k1").unwrap());
+    assert!(store.api_keys().unwrap().is_empty());
+}

@@ -1,0 +1,162 @@
+//! Durable storage of jobs and API keys behind one narrow trait, [`JobStore`].
+//!
+//! The trait speaks only of domain types. Its contract, checked for every implementation by
+//! the shared [`conformance`] suite:
+//! - every change is decided by [`crate::job::state::apply`] and is durable before its future
+//!   resolves; concurrent changes may share one flush (group commit);
+//! - a job and everything that indexes it change in one atomic write;
+//! - an activatable job is leased to at most one activation, highest priority first, then
+//!   oldest; an activation that waits is woken as soon as a matching job becomes activatable;
+//! - due times (backoffs, scheduled jobs) and lease deadlines are acted on by the store itself,
+//!   within milliseconds, from an ordered due-time index;
+//! - a job outside the caller's [`TenantScope`] is reported as not found.
+//!
+//! [`sled_store::SledStore`] is the embedded implementation.
+
+#[cfg(test)]
+pub mod conformance;
+mod sled_store;
+
+pub use sled_store::SledStore;
+
+use async_trait::async_trait;
+
+use crate::job::state::{Event, Refusal};
+use crate::job::{EpochMs, Job, JobId, JobRecord, JobState, NewJob, TenantScope};
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum StoreError {
+    #[error("storage failure: {0}")]
+    Io(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("the store is shut down")]
+    Closed,
+}
+
+/// Why an event on one job was not applied.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum ApplyError {
+    #[error("job {0} not found")]
+    NotFound(JobId),
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A request to lease jobs of one type.
+#[derive(Clone, Debug)]
+pub struct Activation {
+    pub job_type: String,
+    pub worker: String,
+    /// Tenants to take jobs from.
+    pub scope: TenantScope,
+    pub max_jobs: usize,
+    pub timeout_ms: i64,
+    /// Whether to wait for a job when none is ready. The wait ends when the future is
+    /// dropped; a job leased for a dropped activation is handed back at once.
+    pub wait: bool,
+}
+
+/// Which timestamp orders a listing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SortBy {
+    #[default]
+    CreatedAt,
+    ActivatedAt,
+    Deadline,
+}
+
+/// Filters and one page of a listing.
+#[derive(Clone, Debug)]
+pub struct ListQuery {
+    pub scope: TenantScope,
+    pub tenant: Option<String>,
+    pub state: Option<JobState>,
+    pub job_type: Option<String>,
+    pub worker: Option<String>,
+    pub process_instance_key: Option<String>,
+    pub element_id: Option<String>,
+    pub created_after: Option<EpochMs>,
+    pub created_before: Option<EpochMs>,
+    pub sort_by: SortBy,
+    pub descending: bool,
+    pub offset: usize,
+    pub limit: usize,
+}
+
+impl ListQuery {
+    /// Every job in `scope`, newest first, `limit` at a time.
+    pub fn all(scope: TenantScope, limit: usize) -> ListQuery {
+        ListQuery {
+            scope,
+            tenant: None,
+            state: None,
+            job_type: None,
+            worker: None,
+            process_instance_key: None,
+            element_id: None,
+            created_after: None,
+            created_before: None,
+            sort_by: SortBy::CreatedAt,
+            descending: true,
+            offset: 0,
+            limit,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ListPage {
+    pub jobs: Vec<Job>,
+    /// Jobs matching the filters, on all pages.
+    pub total: u64,
+}
+
+/// An API key as stored: the secret itself is never kept, only its SHA-256.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ApiKeyRecord {
+    pub id: String,
+    pub secret_sha256: [u8; 32],
+    pub name: String,
+    pub permissions: Vec<String>,
+    /// `None`: every tenant.
+    pub tenants: Option<Vec<String>>,
+    pub created_at: EpochMs,
+}
+
+#[async_trait]
+pub trait JobStore: Send + Sync + 'static {
+    /// Stores new jobs; they are pending or activatable by their `run_at`.
+    async fn create(&self, jobs: Vec<NewJob>) -> Result<Vec<JobId>, StoreError>;
+
+    /// Leases up to `max_jobs` activatable jobs, waiting for one if asked to.
+    async fn activate(&self, request: Activation) -> Result<Vec<Job>, StoreError>;
+
+    /// Applies one event to one job of the scope, returning the stored record.
+    async fn apply(
+        &self,
+        id: JobId,
+        scope: TenantScope,
+        event: Event,
+    ) -> Result<JobRecord, ApplyError>;
+
+    /// Hands back leases that never reached their worker; stale ones are ignored.
+    async fn release(&self, leases: Vec<(JobId, u32)>) -> Result<(), StoreError>;
+
+    fn get(&self, id: JobId) -> Result<Option<Job>, StoreError>;
+
+    fn list(&self, query: &ListQuery) -> Result<ListPage, StoreError>;
+
+    fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError>;
+
+    /// Stores (or replaces) an API key durably.
+    fn put_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError>;
+
+    /// Removes an API key durably; false if there was none.
+    fn delete_api_key(&self, id: &str) -> Result<bool, StoreError>;
+
+    /// Flushes everything and stops; later calls fail with [`StoreError::Closed`].
+    async fn close(&self) -> Result<(), StoreError>;
+}

@@ -1,0 +1,58 @@
+//! Key layout and value encoding of the sled store.
+//!
+//! One tree, `jobs`, holds everything a job transition touches, so one `apply_batch` changes a
+//! job atomically with whatever else the group commit carries:
+//! - `j` + id (u64 big-endian): the [`JobRecord`], rewritten on every transition;
+//! - `p` + id: the [`JobPayload`], written once;
+//! - `m` + name: store metadata (the job-id reservation).
+//!
+//! Values are postcard with a leading format-version byte.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::super::StoreError;
+use crate::job::JobId;
+
+pub const RECORD_PREFIX: u8 = b'j';
+pub const PAYLOAD_PREFIX: u8 = b'p';
+pub const ID_RESERVATION_KEY: &[u8] = b"mnext-id";
+const FORMAT_VERSION: u8 = 1;
+
+pub fn record_key(id: JobId) -> [u8; 9] {
+    prefixed(RECORD_PREFIX, id)
+}
+
+pub fn payload_key(id: JobId) -> [u8; 9] {
+    prefixed(PAYLOAD_PREFIX, id)
+}
+
+fn prefixed(prefix: u8, id: JobId) -> [u8; 9] {
+    let mut key = [0u8; 9];
+    key[0] = prefix;
+    key[1..].copy_from_slice(&id.to_be_bytes());
+    key
+}
+
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut bytes = vec![FORMAT_VERSION];
+    // Serializing plain structs of strings and numbers into a Vec cannot fail.
+    bytes.extend(postcard::to_allocvec(value).expect("postcard encodes in-memory values"));
+    bytes
+}
+
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+    match bytes.split_first() {
+        Some((&FORMAT_VERSION, rest)) => {
+            postcard::from_bytes(rest).map_err(|e| StoreError::Corrupt(e.to_string()))
+        }
+        Some((version, _)) => Err(StoreError::Corrupt(format!(
+            "unknown record format version {version}"
+        ))),
+        None => Err(StoreError::Corrupt("empty record".into())),
+    }
+}
+
+pub fn io(error: sled::Error) -> StoreError {
+    StoreError::Io(error.to_string())
+}

@@ -1,0 +1,299 @@
+//! The embedded store: sled 0.34 on local disk, one process per data directory.
+//!
+//! Changes go through the single [`writer`] thread and its group-committing flusher; reads
+//! (`get`, `list`, API keys) go straight to sled from the caller's thread.
+
+mod codec;
+mod writer;
+
+use std::path::Path;
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use tokio::sync::oneshot;
+
+use self::codec::{RECORD_PREFIX, io, payload_key, record_key};
+use self::writer::{Command, Poison, Writer};
+use super::{
+    Activation, ApiKeyRecord, ApplyError, JobStore, ListPage, ListQuery, SortBy, StoreError,
+};
+use crate::job::state::Event;
+use crate::job::{Job, JobId, JobPayload, JobRecord, NewJob, TenantScope};
+
+/// Memory sled may use for its page cache.
+const CACHE_BYTES: u64 = 512 * 1024 * 1024;
+
+pub struct SledStore {
+    db: sled::Db,
+    jobs: sled::Tree,
+    api_keys: sled::Tree,
+    commands: Sender<Command>,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+impl Drop for SledStore {
+    /// Stops the writer even without `close`: the flusher holds a command sender of its own,
+    /// so the channel alone would never tell the writer to stop.
+    fn drop(&mut self) {
+        let (reply, _) = oneshot::channel();
+        let _ = self.commands.send(Command::Close { reply });
+    }
+}
+
+impl SledStore {
+    /// Opens (or creates) the store in `dir` and rebuilds its indexes.
+    pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(CACHE_BYTES)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(|error| {
+                StoreError::Io(format!(
+                    "cannot open the data directory {}: {error}",
+                    dir.display()
+                ))
+            })?;
+        let jobs = db.open_tree("jobs").map_err(io)?;
+        let api_keys = db.open_tree("api_keys").map_err(io)?;
+        let poison: Poison = Arc::new(Mutex::new(None));
+        let writer = Writer::recover(jobs.clone(), poison.clone())?;
+        let (commands, command_queue) = mpsc::channel();
+        let (groups, group_queue) = mpsc::channel();
+        let flusher_db = db.clone();
+        let release_to = commands.clone();
+        let flusher = std::thread::Builder::new()
+            .name("jobhost-store-flusher".into())
+            .spawn(move || writer::run_flusher(flusher_db, group_queue, release_to, poison))
+            .map_err(|e| StoreError::Io(e.to_string()))?;
+        let writer = std::thread::Builder::new()
+            .name("jobhost-store-writer".into())
+            .spawn(move || writer.run(command_queue, groups))
+            .map_err(|e| StoreError::Io(e.to_string()))?;
+        Ok(SledStore {
+            db,
+            jobs,
+            api_keys,
+            commands,
+            threads: Mutex::new(vec![writer, flusher]),
+        })
+    }
+
+    fn send(&self, command: Command) -> Result<(), StoreError> {
+        self.commands.send(command).map_err(|_| StoreError::Closed)
+    }
+
+    fn payload(&self, id: JobId) -> Result<JobPayload, StoreError> {
+        match self.jobs.get(payload_key(id)).map_err(io)? {
+            Some(bytes) => codec::decode(&bytes),
+            None => Err(StoreError::Corrupt(format!("job {id} has no payload"))),
+        }
+    }
+
+    fn matches(&self, query: &ListQuery, record: &JobRecord) -> bool {
+        let equals =
+            |wanted: &Option<String>, actual: &str| wanted.as_deref().is_none_or(|w| w == actual);
+        query.scope.contains(&record.tenant)
+            && equals(&query.tenant, &record.tenant)
+            && query.state.is_none_or(|state| state == record.state)
+            && equals(&query.job_type, &record.job_type)
+            && equals(&query.worker, &record.worker)
+            && query.created_after.is_none_or(|t| record.created_at > t)
+            && query.created_before.is_none_or(|t| record.created_at < t)
+    }
+
+    fn matches_payload(query: &ListQuery, payload: &JobPayload) -> bool {
+        let equals =
+            |wanted: &Option<String>, actual: &str| wanted.as_deref().is_none_or(|w| w == actual);
+        equals(
+            &query.process_instance_key,
+            &payload.process.process_instance_key,
+        ) && equals(&query.element_id, &payload.process.element_id)
+    }
+}
+
+/// Hands back the leases of an activation whose caller stopped waiting after the store had
+/// already answered it.
+struct PendingActivation {
+    answer: oneshot::Receiver<Result<Vec<JobRecord>, StoreError>>,
+    commands: Sender<Command>,
+    received: bool,
+}
+
+impl Drop for PendingActivation {
+    fn drop(&mut self) {
+        if !self.received
+            && let Ok(Ok(jobs)) = self.answer.try_recv()
+        {
+            let leases = jobs.iter().map(|job| (job.id, job.lease)).collect();
+            let _ = self.commands.send(Command::Release {
+                leases,
+                reply: None,
+            });
+        }
+    }
+}
+
+#[async_trait]
+impl JobStore for SledStore {
+    async fn create(&self, jobs: Vec<NewJob>) -> Result<Vec<JobId>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Create { jobs, reply })?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn activate(&self, request: Activation) -> Result<Vec<Job>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Activate { request, reply })?;
+        let mut pending = PendingActivation {
+            answer,
+            commands: self.commands.clone(),
+            received: false,
+        };
+        let records = (&mut pending.answer).await;
+        pending.received = true;
+        let records = records.map_err(|_| StoreError::Closed)??;
+        let mut jobs = Vec::with_capacity(records.len());
+        for record in &records {
+            match self.payload(record.id) {
+                Ok(payload) => jobs.push(Job {
+                    record: record.clone(),
+                    payload,
+                }),
+                Err(error) => {
+                    let leases = records.iter().map(|job| (job.id, job.lease)).collect();
+                    self.release(leases).await?;
+                    return Err(error);
+                }
+            }
+        }
+        Ok(jobs)
+    }
+
+    async fn apply(
+        &self,
+        id: JobId,
+        scope: TenantScope,
+        event: Event,
+    ) -> Result<JobRecord, ApplyError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Apply {
+            id,
+            scope,
+            event,
+            reply,
+        })?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn release(&self, leases: Vec<(JobId, u32)>) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Release {
+            leases,
+            reply: Some(reply),
+        })?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
+        let Some(bytes) = self.jobs.get(record_key(id)).map_err(io)? else {
+            return Ok(None);
+        };
+        let record = codec::decode(&bytes)?;
+        Ok(Some(Job {
+            record,
+            payload: self.payload(id)?,
+        }))
+    }
+
+    fn list(&self, query: &ListQuery) -> Result<ListPage, StoreError> {
+        let needs_payload = query.process_instance_key.is_some() || query.element_id.is_some();
+        let records = self.jobs.scan_prefix([RECORD_PREFIX]);
+        let ordered: Box<dyn Iterator<Item = _>> =
+            if query.descending && query.sort_by == SortBy::CreatedAt {
+                Box::new(records.rev())
+            } else {
+                Box::new(records)
+            };
+        let mut matching = Vec::new();
+        for entry in ordered {
+            let (_, bytes) = entry.map_err(io)?;
+            let record: JobRecord = codec::decode(&bytes)?;
+            if !self.matches(query, &record) {
+                continue;
+            }
+            if needs_payload && !Self::matches_payload(query, &self.payload(record.id)?) {
+                continue;
+            }
+            matching.push(record);
+        }
+        let sort_key = |record: &JobRecord| match query.sort_by {
+            SortBy::CreatedAt => record.created_at,
+            SortBy::ActivatedAt => record.activated_at,
+            SortBy::Deadline => record.deadline,
+        };
+        if query.sort_by != SortBy::CreatedAt {
+            matching.sort_by_key(|record| (sort_key(record), record.id));
+            if query.descending {
+                matching.reverse();
+            }
+        }
+        let total = matching.len() as u64;
+        let jobs = matching
+            .into_iter()
+            .skip(query.offset)
+            .take(query.limit)
+            .map(|record| {
+                let payload = self.payload(record.id)?;
+                Ok(Job { record, payload })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        Ok(ListPage { jobs, total })
+    }
+
+    fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        self.api_keys
+            .iter()
+            .map(|entry| codec::decode(&entry.map_err(io)?.1))
+            .collect()
+    }
+
+    fn put_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
+        self.api_keys
+            .insert(key.id.as_bytes(), codec::encode(key))
+            .map_err(io)?;
+        self.db.flush().map_err(io)?;
+        Ok(())
+    }
+
+    fn delete_api_key(&self, id: &str) -> Result<bool, StoreError> {
+        let existed = self.api_keys.remove(id.as_bytes()).map_err(io)?.is_some();
+        self.db.flush().map_err(io)?;
+        Ok(existed)
+    }
+
+    async fn close(&self) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Close { reply })?;
+        answer.await.map_err(|_| StoreError::Closed)??;
+        self.db.flush().map_err(io)?;
+        // The threads hold the database open; the directory is free once they are gone.
+        let threads = std::mem::take(&mut *self.threads.lock().map_err(|_| StoreError::Closed)?);
+        tokio::task::spawn_blocking(move || threads.into_iter().for_each(|t| drop(t.join())))
+            .await
+            .map_err(|e| StoreError::Io(e.to_string()))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(dir: &Path) -> Arc<dyn JobStore> {
+        Arc::new(SledStore::open(dir).expect("store opens"))
+    }
+
+    crate::store::conformance::suite!(open);
+}

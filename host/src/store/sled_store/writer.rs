@@ -1,0 +1,552 @@
+//! The single writer of the sled store, and its flusher.
+//!
+//! All job changes go through one thread that owns the in-memory indexes: the open jobs, the
+//! ready sets per type and tenant, the due-time timers and the waiting activations. It takes
+//! every command that is queued (up to [`MAX_GROUP`]), applies their transitions to memory and
+//! to one sled batch, fires due timers, hands newly ready jobs to waiting activations, and
+//! applies the batch atomically. The flusher thread then makes the batch durable with one
+//! `flush` shared by everything that arrived meanwhile (group commit), and only then answers
+//! the callers. Being the only writer makes lease exclusivity a plain fact, not a race.
+//!
+//! Only open jobs (pending, activatable, activated) are held in memory; they are rebuilt from
+//! the records at start-up, so the indexes cost no writes.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use super::codec::{self, ID_RESERVATION_KEY, RECORD_PREFIX, payload_key, record_key};
+use crate::job::state::{self, Event};
+use crate::job::{EpochMs, JobId, JobRecord, JobState, NewJob, TenantScope, now_ms};
+use crate::store::{Activation, ApplyError, StoreError};
+
+/// Most commands taken into one group commit.
+const MAX_GROUP: usize = 4096;
+/// Job ids are reserved durably this many at a time, so creating a job writes no counter.
+const ID_BLOCK: JobId = 1 << 20;
+
+pub(super) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+pub(super) enum Command {
+    Create {
+        jobs: Vec<NewJob>,
+        reply: Reply<Vec<JobId>>,
+    },
+    Activate {
+        request: Activation,
+        reply: Reply<Vec<JobRecord>>,
+    },
+    Apply {
+        id: JobId,
+        scope: TenantScope,
+        event: Event,
+        reply: oneshot::Sender<Result<JobRecord, ApplyError>>,
+    },
+    Release {
+        leases: Vec<(JobId, u32)>,
+        reply: Option<Reply<()>>,
+    },
+    Close {
+        reply: Reply<()>,
+    },
+}
+
+/// An answer held back until the changes it observed are durable.
+enum Answer {
+    Created(Reply<Vec<JobId>>, Vec<JobId>),
+    Activated(Reply<Vec<JobRecord>>, Vec<JobRecord>),
+    Applied(
+        oneshot::Sender<Result<JobRecord, ApplyError>>,
+        Result<JobRecord, ApplyError>,
+    ),
+    Done(Reply<()>),
+}
+
+impl Answer {
+    /// Sends the answer; returns the leases of activated jobs whose caller has gone.
+    fn deliver(self) -> Vec<(JobId, u32)> {
+        match self {
+            Answer::Created(reply, ids) => {
+                let _ = reply.send(Ok(ids));
+            }
+            Answer::Activated(reply, jobs) => {
+                if let Err(Ok(jobs)) = reply.send(Ok(jobs)) {
+                    return jobs.iter().map(|job| (job.id, job.lease)).collect();
+                }
+            }
+            Answer::Applied(reply, result) => {
+                let _ = reply.send(result);
+            }
+            Answer::Done(reply) => {
+                let _ = reply.send(Ok(()));
+            }
+        }
+        Vec::new()
+    }
+
+    fn fail(self, error: StoreError) {
+        match self {
+            Answer::Created(reply, _) => drop(reply.send(Err(error))),
+            Answer::Activated(reply, _) => drop(reply.send(Err(error))),
+            Answer::Applied(reply, _) => drop(reply.send(Err(error.into()))),
+            Answer::Done(reply) => drop(reply.send(Err(error))),
+        }
+    }
+}
+
+/// The answers of one applied batch, for the flusher.
+pub(super) struct Group {
+    wrote: bool,
+    answers: Vec<Answer>,
+}
+
+struct Waiter {
+    request: Activation,
+    reply: Reply<Vec<JobRecord>>,
+}
+
+/// Ready jobs of one type, per tenant, best first: highest priority, then oldest.
+type ReadyByTenant = HashMap<String, BTreeSet<(Reverse<i32>, JobId)>>;
+
+/// Set once a write or flush failed: memory and disk may disagree, so nothing more is accepted.
+pub(super) type Poison = Arc<Mutex<Option<StoreError>>>;
+
+pub(super) struct Writer {
+    tree: sled::Tree,
+    open: HashMap<JobId, JobRecord>,
+    /// Records closed by this group, readable until the batch is applied.
+    closed_in_group: HashMap<JobId, JobRecord>,
+    ready: HashMap<String, ReadyByTenant>,
+    timers: BTreeSet<(EpochMs, JobId)>,
+    waiters: HashMap<String, VecDeque<Waiter>>,
+    next_id: JobId,
+    reserved_until: JobId,
+    batch: sled::Batch,
+    writes: usize,
+    newly_ready: Vec<String>,
+    answers: Vec<Answer>,
+    poison: Poison,
+}
+
+impl Writer {
+    /// Rebuilds the in-memory indexes from the stored records.
+    pub(super) fn recover(tree: sled::Tree, poison: Poison) -> Result<Writer, StoreError> {
+        let reserved_until = match tree.get(ID_RESERVATION_KEY).map_err(codec::io)? {
+            Some(bytes) => u64::from_be_bytes(
+                bytes
+                    .as_ref()
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("job id reservation".into()))?,
+            ),
+            None => 0,
+        };
+        let mut writer = Writer {
+            tree: tree.clone(),
+            open: HashMap::new(),
+            closed_in_group: HashMap::new(),
+            ready: HashMap::new(),
+            timers: BTreeSet::new(),
+            waiters: HashMap::new(),
+            next_id: reserved_until.max(1),
+            reserved_until,
+            batch: sled::Batch::default(),
+            writes: 0,
+            newly_ready: Vec::new(),
+            answers: Vec::new(),
+            poison,
+        };
+        for entry in tree.scan_prefix([RECORD_PREFIX]) {
+            let (_, bytes) = entry.map_err(codec::io)?;
+            let record: JobRecord = codec::decode(&bytes)?;
+            writer.next_id = writer.next_id.max(record.id + 1);
+            if record.state.is_open() {
+                writer.index(&record);
+                writer.open.insert(record.id, record);
+            }
+        }
+        writer.newly_ready.clear();
+        Ok(writer)
+    }
+
+    pub(super) fn run(mut self, commands: Receiver<Command>, flusher: Sender<Group>) {
+        loop {
+            let first = match self.until_next_timer() {
+                Some(wait) => match commands.recv_timeout(wait) {
+                    Ok(command) => Some(command),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => return,
+                },
+                None => match commands.recv() {
+                    Ok(command) => Some(command),
+                    Err(_) => return,
+                },
+            };
+            let now = now_ms();
+            let mut closing = None;
+            let queued = std::iter::from_fn(|| commands.try_recv().ok());
+            for command in first.into_iter().chain(queued).take(MAX_GROUP) {
+                if let Command::Close { reply } = command {
+                    closing = Some(reply);
+                    break;
+                }
+                self.handle(command, now);
+            }
+            self.fire_timers(now);
+            self.serve_waiters(now);
+            let group = self.commit();
+            if flusher.send(group).is_err() {
+                return;
+            }
+            if let Some(reply) = closing {
+                self.waiters.clear();
+                let last = Group {
+                    wrote: true,
+                    answers: vec![Answer::Done(reply)],
+                };
+                let _ = flusher.send(last);
+                return;
+            }
+        }
+    }
+
+    fn until_next_timer(&self) -> Option<Duration> {
+        let (due, _) = self.timers.first()?;
+        Some(Duration::from_millis((due - now_ms()).max(0) as u64))
+    }
+
+    fn poisoned(&self) -> Option<StoreError> {
+        self.poison.lock().ok().and_then(|p| p.clone())
+    }
+
+    fn handle(&mut self, command: Command, now: EpochMs) {
+        if let Some(error) = self.poisoned() {
+            match command {
+                Command::Create { reply, .. } => drop(reply.send(Err(error))),
+                Command::Activate { reply, .. } => drop(reply.send(Err(error))),
+                Command::Apply { reply, .. } => drop(reply.send(Err(error.into()))),
+                Command::Release { reply, .. } => drop(reply.map(|r| r.send(Err(error)))),
+                Command::Close { reply } => drop(reply.send(Err(error))),
+            }
+            return;
+        }
+        match command {
+            Command::Create { jobs, reply } => {
+                let ids = jobs.into_iter().map(|job| self.create(job, now)).collect();
+                self.answers.push(Answer::Created(reply, ids));
+            }
+            Command::Activate { request, reply } => {
+                let jobs = self.take_ready(&request, now);
+                if jobs.is_empty() && request.wait {
+                    self.park(Waiter { request, reply });
+                } else {
+                    self.answers.push(Answer::Activated(reply, jobs));
+                }
+            }
+            Command::Apply {
+                id,
+                scope,
+                event,
+                reply,
+            } => {
+                let result = self.apply(id, &scope, event, now);
+                self.answers.push(Answer::Applied(reply, result));
+            }
+            Command::Release { leases, reply } => {
+                for (id, lease) in leases {
+                    let _ = self.apply(id, &TenantScope::All, Event::ReleaseLease { lease }, now);
+                }
+                if let Some(reply) = reply {
+                    self.answers.push(Answer::Done(reply));
+                }
+            }
+            Command::Close { .. } => unreachable!("handled by the loop"),
+        }
+    }
+
+    fn create(&mut self, job: NewJob, now: EpochMs) -> JobId {
+        if self.next_id >= self.reserved_until {
+            self.reserved_until = self.next_id + ID_BLOCK;
+            self.batch
+                .insert(ID_RESERVATION_KEY, &self.reserved_until.to_be_bytes());
+            self.writes += 1;
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let due_at = job.run_at.filter(|at| *at > now).unwrap_or(0);
+        let record = JobRecord {
+            id,
+            tenant: job.tenant,
+            job_type: job.job_type,
+            state: if due_at > 0 {
+                JobState::Pending
+            } else {
+                JobState::Activatable
+            },
+            priority: job.priority,
+            retries: job.retries,
+            original_retries: job.retries,
+            created_at: now,
+            due_at,
+            worker: String::new(),
+            activated_at: 0,
+            deadline: 0,
+            timeout_ms: 0,
+            lease: 0,
+            failures: 0,
+            finished_at: 0,
+            error_message: String::new(),
+            failure_history: Vec::new(),
+            result: None,
+        };
+        self.batch
+            .insert(&payload_key(id), codec::encode(&job.payload));
+        self.writes += 1;
+        self.put(record);
+        id
+    }
+
+    fn apply(
+        &mut self,
+        id: JobId,
+        scope: &TenantScope,
+        event: Event,
+        now: EpochMs,
+    ) -> Result<JobRecord, ApplyError> {
+        let current = match self.open.get(&id).or_else(|| self.closed_in_group.get(&id)) {
+            Some(record) => record.clone(),
+            None => match self.tree.get(record_key(id)).map_err(codec::io)? {
+                Some(bytes) => codec::decode(&bytes)?,
+                None => return Err(ApplyError::NotFound(id)),
+            },
+        };
+        if !scope.contains(&current.tenant) {
+            return Err(ApplyError::NotFound(id));
+        }
+        let next = state::apply(&current, event, now)?;
+        self.put(next.clone());
+        Ok(next)
+    }
+
+    /// Writes a record to the batch and moves it in the indexes.
+    fn put(&mut self, record: JobRecord) {
+        if let Some(old) = self.open.remove(&record.id) {
+            self.unindex(&old);
+        }
+        self.closed_in_group.remove(&record.id);
+        self.batch
+            .insert(&record_key(record.id), codec::encode(&record));
+        self.writes += 1;
+        if record.state.is_open() {
+            self.index(&record);
+            self.open.insert(record.id, record);
+        } else {
+            self.closed_in_group.insert(record.id, record);
+        }
+    }
+
+    fn index(&mut self, record: &JobRecord) {
+        if record.state == JobState::Activatable {
+            let by_tenant = match self.ready.get_mut(&record.job_type) {
+                Some(by_tenant) => by_tenant,
+                None => self.ready.entry(record.job_type.clone()).or_default(),
+            };
+            let ready = match by_tenant.get_mut(&record.tenant) {
+                Some(ready) => ready,
+                None => by_tenant.entry(record.tenant.clone()).or_default(),
+            };
+            ready.insert((Reverse(record.priority), record.id));
+            self.newly_ready.push(record.job_type.clone());
+        }
+        if let Some(due) = record.timer_due() {
+            self.timers.insert((due, record.id));
+        }
+    }
+
+    fn unindex(&mut self, record: &JobRecord) {
+        if record.state == JobState::Activatable
+            && let Some(by_tenant) = self.ready.get_mut(&record.job_type)
+        {
+            if let Some(ready) = by_tenant.get_mut(&record.tenant) {
+                ready.remove(&(Reverse(record.priority), record.id));
+                if ready.is_empty() {
+                    by_tenant.remove(&record.tenant);
+                }
+            }
+            if by_tenant.is_empty() {
+                self.ready.remove(&record.job_type);
+            }
+        }
+        if let Some(due) = record.timer_due() {
+            self.timers.remove(&(due, record.id));
+        }
+    }
+
+    /// Leases the best ready jobs the request may take.
+    fn take_ready(&mut self, request: &Activation, now: EpochMs) -> Vec<JobRecord> {
+        let mut ids = Vec::new();
+        if let Some(by_tenant) = self.ready.get_mut(&request.job_type) {
+            while ids.len() < request.max_jobs {
+                let best = by_tenant
+                    .iter()
+                    .filter(|(tenant, _)| request.scope.contains(tenant))
+                    .filter_map(|(tenant, ready)| ready.first().map(|entry| (*entry, tenant)))
+                    .min();
+                let Some((entry, tenant)) = best else { break };
+                let tenant = tenant.clone();
+                if let Some(ready) = by_tenant.get_mut(&tenant) {
+                    ready.remove(&entry);
+                }
+                ids.push(entry.1);
+            }
+        }
+        let mut leased = Vec::with_capacity(ids.len());
+        for id in ids {
+            let event = Event::Activate {
+                worker: request.worker.clone(),
+                timeout_ms: request.timeout_ms,
+            };
+            if let Ok(record) = self.apply(id, &request.scope, event, now) {
+                leased.push(record);
+            }
+        }
+        leased
+    }
+
+    fn park(&mut self, waiter: Waiter) {
+        let queue = self
+            .waiters
+            .entry(waiter.request.job_type.clone())
+            .or_default();
+        // Long polls that ended are dropped now and then, so idle types do not accumulate them.
+        if queue.len() >= 64 && queue.len().is_power_of_two() {
+            queue.retain(|waiter| !waiter.reply.is_closed());
+        }
+        queue.push_back(waiter);
+    }
+
+    /// Hands jobs that became ready to activations waiting for their type, first come first.
+    fn serve_waiters(&mut self, now: EpochMs) {
+        let mut types = std::mem::take(&mut self.newly_ready);
+        types.sort_unstable();
+        types.dedup();
+        for job_type in types {
+            let Some(mut queue) = self.waiters.remove(&job_type) else {
+                continue;
+            };
+            let mut still_waiting = VecDeque::new();
+            while let Some(waiter) = queue.pop_front() {
+                if waiter.reply.is_closed() {
+                    continue;
+                }
+                if !self.ready.contains_key(&job_type) {
+                    still_waiting.push_back(waiter);
+                    continue;
+                }
+                let jobs = self.take_ready(&waiter.request, now);
+                if jobs.is_empty() {
+                    still_waiting.push_back(waiter);
+                } else {
+                    self.answers.push(Answer::Activated(waiter.reply, jobs));
+                }
+            }
+            if !still_waiting.is_empty() {
+                self.waiters.insert(job_type, still_waiting);
+            }
+        }
+        self.newly_ready.clear();
+    }
+
+    /// Acts on every due time that has come: backoffs end, schedules arrive, leases expire.
+    fn fire_timers(&mut self, now: EpochMs) {
+        while let Some(&(due, id)) = self.timers.first() {
+            if due > now {
+                break;
+            }
+            self.timers.pop_first();
+            let event = match self.open.get(&id).map(|record| record.state) {
+                Some(JobState::Activated) => Event::LeaseExpired,
+                Some(JobState::Pending) => Event::BecameDue,
+                _ => continue,
+            };
+            if let Err(error) = self.apply(id, &TenantScope::All, event, now) {
+                tracing::warn!(job = id, %error, "due timer did not apply");
+            }
+        }
+    }
+
+    /// Applies the group's batch atomically and hands its answers to the flusher.
+    fn commit(&mut self) -> Group {
+        let answers = std::mem::take(&mut self.answers);
+        if self.writes == 0 {
+            return Group {
+                wrote: false,
+                answers,
+            };
+        }
+        let batch = std::mem::take(&mut self.batch);
+        self.writes = 0;
+        let result = self.tree.apply_batch(batch);
+        self.closed_in_group.clear();
+        match result {
+            Ok(()) => Group {
+                wrote: true,
+                answers,
+            },
+            Err(error) => {
+                let error = codec::io(error);
+                tracing::error!(%error, "job store write failed; refusing further changes");
+                if let Ok(mut poison) = self.poison.lock() {
+                    *poison = Some(error.clone());
+                }
+                for answer in answers {
+                    answer.fail(error.clone());
+                }
+                Group {
+                    wrote: false,
+                    answers: Vec::new(),
+                }
+            }
+        }
+    }
+}
+
+/// Makes applied groups durable, one flush for all that are queued, then answers their callers.
+pub(super) fn run_flusher(
+    db: sled::Db,
+    groups: Receiver<Group>,
+    writer: Sender<Command>,
+    poison: Poison,
+) {
+    while let Ok(first) = groups.recv() {
+        let mut pending = vec![first];
+        pending.extend(std::iter::from_fn(|| groups.try_recv().ok()));
+        let flushed = if pending.iter().any(|group| group.wrote) {
+            db.flush().map(drop).map_err(codec::io)
+        } else {
+            Ok(())
+        };
+        let answers = pending.into_iter().flat_map(|group| group.answers);
+        match flushed {
+            Ok(()) => {
+                let unreceived: Vec<_> = answers.flat_map(Answer::deliver).collect();
+                if !unreceived.is_empty() {
+                    let _ = writer.send(Command::Release {
+                        leases: unreceived,
+                        reply: None,
+                    });
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, "job store flush failed; refusing further changes");
+                if let Ok(mut poison) = poison.lock() {
+                    *poison = Some(error.clone());
+                }
+                answers.for_each(|answer| answer.fail(error.clone()));
+            }
+        }
+    }
+}
