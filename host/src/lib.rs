@@ -1,4 +1,22 @@
 //! jobhost: a durable job runner whose handlers are sandboxed WebAssembly components.
+//!
+//! # Layout
+//! - [`job`]: domain types; [`job::state`] is the only place job transitions are decided.
+//! - [`store`]: the [`store::JobStore`] trait, its sled implementation (single writer, group
+//!   commit, in-memory ready and due-time indexes rebuilt at start-up) and its conformance
+//!   suite.
+//! - [`service`]: the core every API calls: validation, tenant scope, long polls.
+//! - [`auth`]: API keys, permissions and tenants.
+//! - [`api`]: gRPC (`atom.jobs.v1.JobsService`, health, reflection) and REST adapters.
+//! - [`server`]: wires it all together and runs it until shutdown.
+//! - [`client`]: the REST client behind the command line.
 
+pub mod api;
+pub mod auth;
+pub mod client;
 pub mod job;
+pub mod server;
+pub mod service;
 pub mod store;
+
+pub use server::{Config, RunningServer, ServerError, start};

@@ -1,1 +1,321 @@
-fn main() {}
+//! The `jobhost` command: the server, and a command-line client of a running server.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use jobhost::client::RestClient;
+
+#[derive(Parser)]
+#[command(
+    name = "jobhost",
+    version,
+    about = "A durable job runner with sandboxed Wasm handlers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Create, read and change jobs on a running server.
+    Jobs {
+        #[command(flatten)]
+        connection: Connection,
+        #[command(subcommand)]
+        command: JobsCommand,
+    },
+    /// Manage API keys on a running server.
+    Keys {
+        #[command(flatten)]
+        connection: Connection,
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Where the embedded store keeps its data.
+    #[arg(long, default_value = "./data", env = "JOBHOST_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Address of the gRPC API.
+    #[arg(long, default_value = "127.0.0.1:27500", env = "JOBHOST_GRPC_ADDR")]
+    grpc_addr: SocketAddr,
+    /// Address of the REST API and /healthz.
+    #[arg(long, default_value = "127.0.0.1:27555", env = "JOBHOST_HTTP_ADDR")]
+    http_addr: SocketAddr,
+    /// Log as JSON lines instead of text.
+    #[arg(long)]
+    log_json: bool,
+}
+
+#[derive(Args)]
+struct Connection {
+    /// The server's HTTP address.
+    #[arg(
+        long,
+        global = true,
+        default_value = "http://127.0.0.1:27555",
+        env = "JOBHOST_SERVER"
+    )]
+    server: String,
+    /// API key to call with.
+    #[arg(long, global = true, env = "JOBHOST_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum JobsCommand {
+    /// Create a job; prints its key on the last line.
+    Create {
+        #[arg(long = "type")]
+        job_type: String,
+        /// Variables as a JSON object.
+        #[arg(long, default_value = "{}")]
+        variables: String,
+        #[arg(long, default_value = "")]
+        tenant: String,
+        #[arg(long)]
+        retries: Option<i32>,
+        #[arg(long, default_value_t = 0)]
+        priority: i32,
+        /// Not activatable before this many ms from now.
+        #[arg(long, default_value_t = 0)]
+        delay_ms: i64,
+        /// Not activatable before this RFC 3339 time.
+        #[arg(long)]
+        run_at: Option<String>,
+    },
+    /// Show one job as JSON.
+    Get { key: String },
+    /// List jobs as JSON.
+    List {
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long = "type")]
+        job_type: Option<String>,
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long)]
+        worker: Option<String>,
+        #[arg(long)]
+        page: Option<u32>,
+        #[arg(long)]
+        page_size: Option<u32>,
+    },
+    /// Cancel a job.
+    Cancel { key: String },
+    /// Set a job's retries; a failed job becomes activatable again.
+    Retries { key: String, retries: i32 },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a key; prints the key alone on the last line.
+    Create {
+        /// jobs, handlers, triggers, keys or * (repeatable).
+        #[arg(long = "permissions", alias = "permission", required = true)]
+        permissions: Vec<String>,
+        /// A tenant the key may act on (repeatable); none means every tenant.
+        #[arg(long = "tenant")]
+        tenants: Vec<String>,
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+    /// List keys (never their secrets).
+    List,
+    /// Revoke a key at once, by id or by the key itself.
+    Revoke { id: String },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Serve(args) => serve(args).await,
+        Command::Jobs {
+            connection,
+            command,
+        } => jobs(client(&connection), command).await,
+        Command::Keys {
+            connection,
+            command,
+        } => keys(client(&connection), command).await,
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    if args.log_json {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
+    let config = jobhost::Config {
+        data_dir: args.data_dir,
+        grpc_addr: args.grpc_addr,
+        http_addr: args.http_addr,
+        admin_key: std::env::var("JOBHOST_ADMIN_KEY").ok(),
+    };
+    if config.admin_key.as_deref().is_none_or(str::is_empty) {
+        tracing::warn!("JOBHOST_ADMIN_KEY is not set: only keys created earlier can call");
+    }
+    let server = jobhost::start(config)
+        .await
+        .context("starting the server")?;
+    server
+        .run_until(shutdown_signal())
+        .await
+        .context("shutting down")?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("SIGTERM handler");
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}
+
+fn client(connection: &Connection) -> RestClient {
+    RestClient::new(&connection.server, connection.api_key.clone())
+}
+
+fn print(value: &Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+async fn jobs(client: RestClient, command: JobsCommand) -> anyhow::Result<()> {
+    match command {
+        JobsCommand::Create {
+            job_type,
+            variables,
+            tenant,
+            retries,
+            priority,
+            delay_ms,
+            run_at,
+        } => {
+            let variables: Value =
+                serde_json::from_str(&variables).context("--variables must be JSON")?;
+            let body = json!({
+                "type": job_type, "variables": variables, "tenant_id": tenant,
+                "retries": retries, "priority": priority, "delay_ms": delay_ms, "run_at": run_at,
+            });
+            let data = client
+                .call(Method::POST, "/api/v1/jobs", Some(body))
+                .await?;
+            println!("{}", data["job_key"].as_str().unwrap_or_default());
+        }
+        JobsCommand::Get { key } => {
+            print(
+                &client
+                    .call(Method::GET, &format!("/api/v1/jobs/{key}"), None)
+                    .await?,
+            )?;
+        }
+        JobsCommand::List {
+            state,
+            job_type,
+            tenant,
+            worker,
+            page,
+            page_size,
+        } => {
+            let mut query = Vec::new();
+            let mut add = |name: &str, value: Option<String>| {
+                if let Some(value) = value {
+                    query.push(format!("{name}={}", urlencode(&value)));
+                }
+            };
+            add("state", state);
+            add("type", job_type);
+            add("tenant_id", tenant);
+            add("worker", worker);
+            add("page", page.map(|p| p.to_string()));
+            add("page_size", page_size.map(|p| p.to_string()));
+            let path = format!("/api/v1/jobs?{}", query.join("&"));
+            print(&client.call(Method::GET, &path, None).await?)?;
+        }
+        JobsCommand::Cancel { key } => {
+            let path = format!("/api/v1/jobs/{key}/cancel");
+            let data = client.call(Method::POST, &path, None).await?;
+            println!(
+                "job {key} is {}",
+                data["state"].as_str().unwrap_or_default()
+            );
+        }
+        JobsCommand::Retries { key, retries } => {
+            let path = format!("/api/v1/jobs/{key}/retries");
+            let body = json!({ "retries": retries });
+            let data = client.call(Method::PUT, &path, Some(body)).await?;
+            println!(
+                "job {key} has {retries} retries and is {}",
+                data["state"].as_str().unwrap_or_default()
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn keys(client: RestClient, command: KeysCommand) -> anyhow::Result<()> {
+    match command {
+        KeysCommand::Create {
+            permissions,
+            tenants,
+            name,
+        } => {
+            let body = json!({ "permissions": permissions, "tenants": tenants, "name": name });
+            let data = client
+                .call(Method::POST, "/api/v1/keys", Some(body))
+                .await?;
+            eprintln!(
+                "created key {} (shown once; store it now)",
+                data["info"]["id"]
+            );
+            println!("{}", data["key"].as_str().unwrap_or_default());
+        }
+        KeysCommand::List => print(&client.call(Method::GET, "/api/v1/keys", None).await?)?,
+        KeysCommand::Revoke { id } => {
+            client
+                .call(
+                    Method::DELETE,
+                    &format!("/api/v1/keys/{}", urlencode(&id)),
+                    None,
+                )
+                .await?;
+            println!("revoked {id}");
+        }
+    }
+    Ok(())
+}
+
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

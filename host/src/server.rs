@@ -1,0 +1,166 @@
+//! Starting and stopping a jobhost server: the store, the service core, and the gRPC and
+//! HTTP listeners around it.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::api::grpc::{GrpcJobs, pb};
+use crate::api::rest;
+use crate::auth::{Auth, AuthError};
+use crate::job::limits::MAX_MESSAGE_BYTES;
+use crate::service::JobService;
+use crate::store::{JobStore, SledStore, StoreError};
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    /// A key with every permission on every tenant (`JOBHOST_ADMIN_KEY`).
+    pub admin_key: Option<String>,
+}
+
+impl Config {
+    /// A server on ephemeral loopback ports, storing in `data_dir`.
+    pub fn local(data_dir: impl Into<PathBuf>) -> Config {
+        Config {
+            data_dir: data_dir.into(),
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin_key: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("gRPC server failed: {0}")]
+    Grpc(String),
+    #[error("HTTP server failed: {0}")]
+    Http(String),
+}
+
+/// A server that is accepting requests.
+pub struct RunningServer {
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    grpc: JoinHandle<Result<(), ServerError>>,
+    http: JoinHandle<Result<(), ServerError>>,
+    store: Arc<dyn JobStore>,
+}
+
+impl RunningServer {
+    /// Stops accepting, lets in-flight requests finish (long polls end at once, empty),
+    /// flushes the store and returns.
+    pub async fn shutdown(self) -> Result<(), ServerError> {
+        let _ = self.stop.send(true);
+        let grpc = self
+            .grpc
+            .await
+            .map_err(|e| ServerError::Grpc(e.to_string()))?;
+        let http = self
+            .http
+            .await
+            .map_err(|e| ServerError::Http(e.to_string()))?;
+        self.store.close().await?;
+        grpc.and(http)
+    }
+
+    /// Serves until `signal` resolves, then shuts down gracefully.
+    pub async fn run_until(self, signal: impl Future<Output = ()>) -> Result<(), ServerError> {
+        signal.await;
+        tracing::info!("shutting down");
+        self.shutdown().await
+    }
+}
+
+/// Opens the store and starts serving gRPC and HTTP.
+pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| StoreError::Io(e.to_string()))?;
+    let store: Arc<dyn JobStore> = Arc::new(SledStore::open(&config.data_dir)?);
+    let auth = Arc::new(Auth::load(store.clone(), config.admin_key.as_deref())?);
+    let (stop, stopping) = watch::channel(false);
+    let service = Arc::new(JobService::new(store.clone(), auth, stopping.clone()));
+
+    let grpc_listener = bind(config.grpc_addr).await?;
+    let http_listener = bind(config.http_addr).await?;
+    let grpc_addr = local_addr(&grpc_listener, config.grpc_addr)?;
+    let http_addr = local_addr(&http_listener, config.http_addr)?;
+
+    let grpc = tokio::spawn(serve_grpc(grpc_listener, service.clone(), stopping.clone()));
+    let app = rest::router(service);
+    let http = tokio::spawn(async move {
+        axum::serve(http_listener, app)
+            .with_graceful_shutdown(stopped(stopping))
+            .await
+            .map_err(|e| ServerError::Http(e.to_string()))
+    });
+    tracing::info!(%grpc_addr, %http_addr, data_dir = %config.data_dir.display(), "jobhost is serving");
+    Ok(RunningServer {
+        grpc_addr,
+        http_addr,
+        stop,
+        grpc,
+        http,
+        store,
+    })
+}
+
+async fn serve_grpc(
+    listener: TcpListener,
+    service: Arc<JobService>,
+    stopping: watch::Receiver<bool>,
+) -> Result<(), ServerError> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<pb::jobs_service_server::JobsServiceServer<GrpcJobs>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ServerError::Grpc(e.to_string()))?;
+    let jobs = pb::jobs_service_server::JobsServiceServer::new(GrpcJobs::new(service))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES * 4);
+    tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(jobs)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopped(stopping))
+        .await
+        .map_err(|e| ServerError::Grpc(e.to_string()))
+}
+
+async fn stopped(mut stopping: watch::Receiver<bool>) {
+    let _ = stopping.wait_for(|stop| *stop).await;
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr, source })
+}
+
+fn local_addr(listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, ServerError> {
+    listener
+        .local_addr()
+        .map_err(|source| ServerError::Bind { addr, source })
+}
