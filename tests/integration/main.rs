@@ -1,1 +1,13 @@
+//! Integration tests: a real jobhost on 127.0.0.1 with real clients. Each module is one area
+//! of the specification.
 
+mod harness;
+
+mod activation;
+mod auth_and_tenants;
+mod bad_input;
+mod cli;
+mod lifecycle;
+mod persistence;
+mod python_client;
+mod service_endpoints;

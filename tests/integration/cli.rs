@@ -1,0 +1,116 @@
+//! The `jobhost` command line as a client of a running server.
+
+use std::process::{Command, Output};
+
+use crate::harness::*;
+
+fn jobhost(process: &ServerProcess, key: &str, args: &[&str]) -> Output {
+    Command::new(binary())
+        .args(args)
+        .env("JOBHOST_SERVER", &process.http_url)
+        .env("JOBHOST_API_KEY", key)
+        .output()
+        .expect("jobhost runs")
+}
+
+fn last_line(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test]
+async fn keys_create_prints_a_working_key_on_its_last_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let process = ServerProcess::start(dir.path());
+    let output = jobhost(
+        &process,
+        ADMIN_KEY,
+        &[
+            "keys",
+            "create",
+            "--permissions",
+            "jobs",
+            "--tenant",
+            "acme",
+        ],
+    );
+    let key = last_line(&output);
+    assert!(key.starts_with("jh_"), "{key}");
+    let created = jobhost(
+        &process,
+        &key,
+        &["jobs", "create", "--type", "t", "--tenant", "acme"],
+    );
+    let job = last_line(&created);
+    let denied = jobhost(
+        &process,
+        &key,
+        &["jobs", "create", "--type", "t", "--tenant", "globex"],
+    );
+    assert!(!denied.status.success());
+    assert!(String::from_utf8_lossy(&denied.stderr).contains("PERMISSION_DENIED"));
+
+    let listed = last_line(&jobhost(&process, ADMIN_KEY, &["keys", "list"]));
+    assert!(!listed.is_empty());
+    let id = key.split('_').nth(1).unwrap();
+    jobhost(&process, ADMIN_KEY, &["keys", "revoke", id]);
+    let revoked = jobhost(&process, &key, &["jobs", "get", &job]);
+    assert!(String::from_utf8_lossy(&revoked.stderr).contains("UNAUTHENTICATED"));
+}
+
+#[tokio::test]
+async fn jobs_commands_create_read_list_cancel_and_retry() {
+    let dir = tempfile::tempdir().unwrap();
+    let process = ServerProcess::start(dir.path());
+    let created = jobhost(
+        &process,
+        ADMIN_KEY,
+        &[
+            "jobs",
+            "create",
+            "--type",
+            "cli",
+            "--variables",
+            r#"{"a":1}"#,
+        ],
+    );
+    let key = last_line(&created);
+    let shown = jobhost(&process, ADMIN_KEY, &["jobs", "get", &key]);
+    assert!(shown.status.success());
+    let job: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(job["variables"]["a"], 1);
+    assert_eq!(job["state"], "activatable");
+
+    let listed = jobhost(&process, ADMIN_KEY, &["jobs", "list", "--type", "cli"]);
+    let list: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(list["pagination"]["total_count"], 1);
+
+    let mut client = connect(&process.grpc_url).await;
+    let leased = activate(&mut client, "cli", "w", 1, 0)
+        .await
+        .remove(0)
+        .job_key;
+    let fail = FailJobRequest {
+        job_key: leased,
+        retries: 0,
+        error_message: "bad".into(),
+        backoff_timeout: 0,
+    };
+    client.fail_job(admin(fail)).await.unwrap();
+    let retried = last_line(&jobhost(
+        &process,
+        ADMIN_KEY,
+        &["jobs", "retries", &key, "2"],
+    ));
+    assert!(retried.contains("activatable"), "{retried}");
+    let cancelled = last_line(&jobhost(&process, ADMIN_KEY, &["jobs", "cancel", &key]));
+    assert!(cancelled.contains("cancelled"), "{cancelled}");
+}

@@ -1,0 +1,284 @@
+//! Shared test set-up: real servers on loopback ephemeral ports, real gRPC clients.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use jobhost::api::grpc::pb;
+use jobhost::api::grpc::pb::jobs_service_client::JobsServiceClient;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status};
+
+pub use pb::*;
+
+pub const ADMIN_KEY: &str = "test-admin-key";
+
+pub type Client = JobsServiceClient<Channel>;
+
+/// A server running inside the test process.
+pub struct TestServer {
+    pub server: Option<jobhost::RunningServer>,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let server = start_in(dir.path()).await;
+        TestServer {
+            server: Some(server),
+            dir,
+        }
+    }
+
+    pub fn grpc_url(&self) -> String {
+        format!("http://{}", self.running().grpc_addr)
+    }
+
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.running().http_addr)
+    }
+
+    fn running(&self) -> &jobhost::RunningServer {
+        self.server.as_ref().expect("server is running")
+    }
+
+    pub async fn client(&self) -> Client {
+        connect(&self.grpc_url()).await
+    }
+
+    /// Shuts down gracefully and starts again on the same data.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.server = Some(start_in(self.dir.path()).await);
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await.expect("clean shutdown");
+        }
+    }
+
+    /// Creates an API key through the admin key; returns the key.
+    pub async fn key(&self, permissions: &[&str], tenants: &[&str]) -> String {
+        let body = serde_json::json!({ "permissions": permissions, "tenants": tenants });
+        let client = jobhost::client::RestClient::new(&self.http_url(), Some(ADMIN_KEY.into()));
+        let data = client
+            .call(reqwest::Method::POST, "/api/v1/keys", Some(body))
+            .await
+            .expect("key created");
+        data["key"].as_str().unwrap().to_string()
+    }
+}
+
+async fn start_in(dir: &Path) -> jobhost::RunningServer {
+    let mut config = jobhost::Config::local(dir);
+    config.admin_key = Some(ADMIN_KEY.into());
+    jobhost::start(config).await.expect("server starts")
+}
+
+pub async fn connect(url: &str) -> Client {
+    JobsServiceClient::connect(url.to_string())
+        .await
+        .expect("connects")
+}
+
+/// Wraps a message with an API key.
+pub fn with_key<T>(message: T, key: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert("x-api-key", key.parse().expect("ascii key"));
+    request
+}
+
+pub fn admin<T>(message: T) -> Request<T> {
+    with_key(message, ADMIN_KEY)
+}
+
+pub fn create_request(job_type: &str, variables: &str) -> CreateJobRequest {
+    CreateJobRequest {
+        r#type: job_type.into(),
+        variables: variables.into(),
+        ..Default::default()
+    }
+}
+
+pub async fn create(client: &mut Client, job_type: &str, variables: &str) -> String {
+    let response = client
+        .create_job(admin(create_request(job_type, variables)))
+        .await
+        .expect("job created")
+        .into_inner();
+    assert!(response.success);
+    response.job_key
+}
+
+pub fn activate_request(job_type: &str, worker: &str) -> ActivateJobsRequest {
+    ActivateJobsRequest {
+        r#type: job_type.into(),
+        worker: worker.into(),
+        request_timeout: Some(-1),
+        ..Default::default()
+    }
+}
+
+/// Collects every job of an ActivateJobs call, however many responses carry them.
+pub async fn activate_with(
+    client: &mut Client,
+    request: Request<ActivateJobsRequest>,
+) -> Result<Vec<ActivatedJob>, Status> {
+    let mut stream = client.activate_jobs(request).await?.into_inner();
+    let mut jobs = Vec::new();
+    while let Some(response) = stream.message().await? {
+        assert!(response.success, "{}", response.error_message);
+        jobs.extend(response.jobs);
+    }
+    Ok(jobs)
+}
+
+/// Activates without waiting, as the admin.
+pub async fn activate(
+    client: &mut Client,
+    job_type: &str,
+    worker: &str,
+    max: i32,
+    timeout_ms: i32,
+) -> Vec<ActivatedJob> {
+    let mut request = activate_request(job_type, worker);
+    request.max_jobs_to_activate = max;
+    request.timeout = timeout_ms;
+    activate_with(client, admin(request))
+        .await
+        .expect("activation")
+}
+
+pub async fn get(client: &mut Client, key: &str) -> Job {
+    client
+        .get_job(admin(GetJobRequest {
+            job_key: key.into(),
+        }))
+        .await
+        .expect("job read")
+        .into_inner()
+        .job
+        .expect("job present")
+}
+
+pub async fn complete(client: &mut Client, key: &str) -> Result<CompleteJobResponse, Status> {
+    let request = CompleteJobRequest {
+        job_key: key.into(),
+        variables: Default::default(),
+    };
+    client
+        .complete_job(admin(request))
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// Polls until the job is in `state` (timers act within milliseconds; the bound is generous
+/// for loaded machines).
+pub async fn wait_for_state(client: &mut Client, key: &str, state: &str) -> Job {
+    for _ in 0..500 {
+        let job = get(client, key).await;
+        if job.state == state {
+            return job;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!(
+        "job {key} never became {state}: {:?}",
+        get(client, key).await
+    );
+}
+
+pub fn assert_code<T: std::fmt::Debug>(
+    result: Result<T, Status>,
+    code: Code,
+    needle: &str,
+) -> Status {
+    let status = result.expect_err("the call must fail");
+    assert_eq!(status.code(), code, "unexpected status: {status:?}");
+    assert!(
+        status.message().contains(needle),
+        "message {:?} does not mention {needle:?}",
+        status.message()
+    );
+    status
+}
+
+/// The `jobhost` binary, run as its own process.
+pub struct ServerProcess {
+    pub child: Child,
+    pub grpc_url: String,
+    pub http_url: String,
+}
+
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_jobhost"))
+}
+
+impl ServerProcess {
+    /// Starts `jobhost serve` on ephemeral ports and waits until /healthz answers.
+    pub fn start(data_dir: &Path) -> ServerProcess {
+        let mut child = Command::new(binary())
+            .args([
+                "serve",
+                "--log-json",
+                "--grpc-addr",
+                "127.0.0.1:0",
+                "--http-addr",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(data_dir)
+            .env("JOBHOST_ADMIN_KEY", ADMIN_KEY)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("jobhost starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let (grpc_url, http_url) = read_addresses(stdout);
+        ServerProcess {
+            child,
+            grpc_url,
+            http_url,
+        }
+    }
+
+    pub fn kill_9(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reaped");
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads the JSON log until the "serving" line, which names both addresses; the rest of the
+/// log is drained in the background.
+fn read_addresses(stdout: std::process::ChildStdout) -> (String, String) {
+    use std::io::BufRead;
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    for line in lines.by_ref() {
+        let line = line.expect("log line");
+        let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        let fields = &entry["fields"];
+        if let (Some(grpc), Some(http)) =
+            (fields["grpc_addr"].as_str(), fields["http_addr"].as_str())
+        {
+            std::thread::spawn(move || lines.for_each(drop));
+            return (format!("http://{grpc}"), format!("http://{http}"));
+        }
+    }
+    panic!("jobhost exited before serving");
+}

@@ -1,0 +1,1 @@
+//! Python seed worker compatibility.
