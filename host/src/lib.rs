@@ -9,10 +9,12 @@
 //! - [`auth`]: API keys, permissions and tenants.
 //! - [`api`]: gRPC (`atom.jobs.v1.JobsService`, health, reflection) and REST adapters.
 //! - [`server`]: wires it all together and runs it until shutdown.
+//! - [`bench`]: `jobhost bench`, end-to-end throughput and wake-up latency.
 //! - [`client`]: the REST client behind the command line.
 
 pub mod api;
 pub mod auth;
+pub mod bench;
 pub mod client;
 pub mod job;
 pub mod server;

@@ -25,6 +25,8 @@ struct Cli {
 enum Command {
     /// Run the server.
     Serve(ServeArgs),
+    /// Measure end-to-end throughput and wake-up latency on a fresh local server.
+    Bench(BenchArgs),
     /// Create, read and change jobs on a running server.
     Jobs {
         #[command(flatten)]
@@ -55,6 +57,28 @@ struct ServeArgs {
     /// Log as JSON lines instead of text.
     #[arg(long)]
     log_json: bool,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Jobs to create, activate and complete.
+    #[arg(long, default_value_t = 20_000)]
+    jobs: usize,
+    /// Concurrent CreateJob callers.
+    #[arg(long, default_value_t = 16)]
+    creators: usize,
+    /// Concurrent workers.
+    #[arg(long, default_value_t = 4)]
+    workers: usize,
+    /// max_jobs_to_activate per worker request.
+    #[arg(long, default_value_t = 64)]
+    batch: i32,
+    /// Wake-up latency samples.
+    #[arg(long, default_value_t = 200)]
+    wake_samples: usize,
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -140,6 +164,7 @@ enum KeysCommand {
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve(args) => serve(args).await,
+        Command::Bench(args) => bench(args).await,
         Command::Jobs {
             connection,
             command,
@@ -176,6 +201,23 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .run_until(shutdown_signal())
         .await
         .context("shutting down")?;
+    Ok(())
+}
+
+async fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    let options = jobhost::bench::BenchOptions {
+        jobs: args.jobs.max(1),
+        creators: args.creators.max(1),
+        workers: args.workers.max(1),
+        batch: args.batch.clamp(1, 100),
+        wake_samples: args.wake_samples,
+    };
+    let report = jobhost::bench::run(options).await?;
+    println!("{}", report.table());
+    if let Some(path) = args.json {
+        std::fs::write(&path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     Ok(())
 }
 
