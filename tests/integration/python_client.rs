@@ -1,1 +1,113 @@
-//! Python seed worker compatibility.
+//! The seed's Python `JobWorker`, unchanged but for address and key, against a real server.
+//! Its grpcio-tools are installed into `target/python-venv` on first use; stubs are generated
+//! from `proto/jobs.proto` for every run.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::harness::*;
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn run(command: &mut Command) -> String {
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("{command:?} did not start: {e}"));
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{command:?} failed:\n{text}");
+    text
+}
+
+/// The venv's python, with the pinned requirements installed (once per requirements file).
+fn python_with_grpc_tools() -> PathBuf {
+    let root = workspace();
+    let venv = root.join("target/python-venv");
+    let python = venv.join("bin/python");
+    let requirements = root.join("tests/python/requirements.txt");
+    let wanted = std::fs::read_to_string(&requirements).expect("requirements");
+    let marker = venv.join("installed-requirements.txt");
+    if std::fs::read_to_string(&marker).ok().as_deref() == Some(wanted.as_str()) && python.exists()
+    {
+        return python;
+    }
+    if !python.exists() {
+        run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
+    }
+    run(Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--disable-pip-version-check",
+            "-q",
+            "-r",
+        ])
+        .arg(&requirements));
+    std::fs::write(&marker, wanted).expect("marker written");
+    python
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_python_worker_completes_and_fails_jobs_unchanged() {
+    let python = tokio::task::spawn_blocking(python_with_grpc_tools)
+        .await
+        .unwrap();
+    let root = workspace();
+    let generated = tempfile::tempdir().unwrap();
+    run(Command::new(&python)
+        .current_dir(&root)
+        .args(["-m", "grpc_tools.protoc", "-I", "proto"])
+        .arg(format!("--python_out={}", generated.path().display()))
+        .arg(format!("--grpc_python_out={}", generated.path().display()))
+        .arg("proto/jobs.proto"));
+
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let with_url = create(
+        &mut client,
+        "http-request",
+        r#"{"url":"http://example.invalid/x","method":"POST"}"#,
+    )
+    .await;
+    let mut no_url = create_request("http-request", "{}");
+    no_url.retries = Some(1);
+    let no_url = client
+        .create_job(admin(no_url))
+        .await
+        .unwrap()
+        .into_inner()
+        .job_key;
+
+    let address = server.grpc_url().trim_start_matches("http://").to_string();
+    let python_path = format!(
+        "{}:{}",
+        generated.path().display(),
+        root.join("tests/python").display()
+    );
+    let mut driver = Command::new(&python);
+    driver
+        .arg(root.join("tests/python/run_seed_worker.py"))
+        .arg(format!("{with_url}=completed"))
+        .arg(format!("{no_url}=failed"))
+        .env("JOBHOST_GRPC_ADDR", address)
+        .env("JOBHOST_API_KEY", ADMIN_KEY)
+        .env("PYTHONPATH", python_path);
+    tokio::task::spawn_blocking(move || run(&mut driver))
+        .await
+        .unwrap();
+
+    let done = get(&mut client, &with_url).await;
+    assert_eq!(done.state, "completed");
+    let result: serde_json::Value = serde_json::from_str(&done.result_variables).unwrap();
+    assert_eq!(result["httpStatus"], "200");
+    let failed = get(&mut client, &no_url).await;
+    assert_eq!(failed.state, "failed");
+    assert_eq!(failed.error_message, "URL is required");
+    assert_eq!(failed.failure_history.len(), 1);
+}
