@@ -16,6 +16,7 @@ pub mod api;
 pub mod auth;
 pub mod bench;
 pub mod client;
+pub mod handler;
 pub mod job;
 pub mod server;
 pub mod service;

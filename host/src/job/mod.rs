@@ -210,3 +210,18 @@ pub fn now_ms() -> EpochMs {
         .unwrap_or_default();
     since.as_millis() as EpochMs
 }
+
+/// One attempt run by the host's Wasm executor, kept with the job.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptLog {
+    /// The job's activation (lease) number the attempt ran under.
+    pub attempt: u32,
+    pub worker: String,
+    pub handler_version: u32,
+    pub started_at: EpochMs,
+    pub duration_us: u64,
+    /// `completed`, or the reason the attempt failed.
+    pub outcome: String,
+    /// Captured stdout, stderr and log lines (bounded).
+    pub output: String,
+}

@@ -8,9 +8,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::handler::{HandlerLimits, HandlerRecord, HandlerVersion, RetryPolicy};
+use crate::job::AttemptLog;
 use crate::job::state::{Event, Refusal};
 use crate::job::{JobPayload, JobState, NewJob, TenantScope};
-use crate::store::{Activation, ApiKeyRecord, ApplyError, JobStore, ListQuery};
+use crate::store::{Activation, ApiKeyRecord, ApplyError, Extras, JobStore, ListQuery};
 
 pub type Open = fn(&Path) -> Arc<dyn JobStore>;
 
@@ -34,6 +36,9 @@ macro_rules! suite {
             job_ids_are_never_reused_after_a_reopen,
             listing_filters_sorts_and_pages,
             api_keys_are_stored_and_removed,
+            follow_ups_and_attempt_logs_are_written_with_the_event,
+            a_refused_event_writes_no_extras,
+            handlers_and_components_are_stored_and_removed,
         );
     };
     (@tests $open:expr; $($name:ident,)*) => {
@@ -396,4 +401,107 @@ pub async fn api_keys_are_stored_and_removed(open: Open, dir: &Path) {
     assert!(store.delete_api_key("k1").unwrap());
     assert!(!store.delete_api_key("k1").unwrap());
     assert!(store.api_keys().unwrap().is_empty());
+}
+
+fn attempt_log(attempt: u32) -> AttemptLog {
+    AttemptLog {
+        attempt,
+        worker: "wasm:t@v1".into(),
+        handler_version: 1,
+        started_at: 5,
+        duration_us: 42,
+        outcome: "completed".into(),
+        output: "hello".into(),
+    }
+}
+
+pub async fn follow_ups_and_attempt_logs_are_written_with_the_event(open: Open, dir: &Path) {
+    let store = open(dir);
+    let id = create(&store, new_job("t", "acme")).await;
+    store.activate(activation("t", 1)).await.unwrap();
+    let extras = Extras {
+        follow_ups: vec![new_job("next", "someone-else"), new_job("next", "x")],
+        attempt: Some(attempt_log(1)),
+    };
+    let complete = Event::Complete {
+        lease: Some(1),
+        result: "{}".into(),
+    };
+    store
+        .apply_with(id, TenantScope::All, complete, extras)
+        .await
+        .unwrap();
+    assert_eq!(store.attempts(id).unwrap(), vec![attempt_log(1)]);
+    let mut request = activation("next", 10);
+    request.scope = TenantScope::only(["acme"]);
+    let follow_ups = store.activate(request).await.unwrap();
+    assert_eq!(follow_ups.len(), 2, "follow-ups belong to the job's tenant");
+}
+
+pub async fn a_refused_event_writes_no_extras(open: Open, dir: &Path) {
+    let store = open(dir);
+    let id = create(&store, new_job("t", "default")).await;
+    let extras = Extras {
+        follow_ups: vec![new_job("next", "default")],
+        attempt: Some(attempt_log(1)),
+    };
+    let complete = Event::Complete {
+        lease: None,
+        result: "{}".into(),
+    };
+    assert!(
+        store
+            .apply_with(id, TenantScope::All, complete, extras)
+            .await
+            .is_err()
+    );
+    assert!(store.attempts(id).unwrap().is_empty());
+    assert!(
+        store
+            .activate(activation("next", 10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+pub async fn handlers_and_components_are_stored_and_removed(open: Open, dir: &Path) {
+    let handler = HandlerRecord {
+        id: "h1".into(),
+        tenant: "acme".into(),
+        job_type: "resize".into(),
+        created_at: 1,
+        versions: vec![HandlerVersion {
+            version: 1,
+            component_sha256: [9; 32],
+            component_bytes: 3,
+            limits: HandlerLimits {
+                memory_mb: 64,
+                timeout_ms: 5_000,
+                max_concurrency: 4,
+                fuel: None,
+            },
+            retry: RetryPolicy {
+                max_retries: 3,
+                backoff_base_ms: 1_000,
+                backoff_cap_ms: 60_000,
+            },
+            deployed_at: 1,
+        }],
+    };
+    {
+        let store = open(dir);
+        store.put_handler(&handler).unwrap();
+        store.put_component(&[9; 32], b"abc").unwrap();
+        store.close().await.unwrap();
+    }
+    let store = open(dir);
+    assert_eq!(store.handlers().unwrap(), vec![handler]);
+    assert_eq!(
+        store.component(&[9; 32]).unwrap().as_deref(),
+        Some(&b"abc"[..])
+    );
+    assert!(store.component(&[1; 32]).unwrap().is_none());
+    assert!(store.delete_handler("h1").unwrap());
+    assert!(store.handlers().unwrap().is_empty());
 }

@@ -21,8 +21,9 @@ pub use sled_store::SledStore;
 
 use async_trait::async_trait;
 
+use crate::handler::HandlerRecord;
 use crate::job::state::{Event, Refusal};
-use crate::job::{EpochMs, Job, JobId, JobRecord, JobState, NewJob, TenantScope};
+use crate::job::{AttemptLog, EpochMs, Job, JobId, JobRecord, JobState, NewJob, TenantScope};
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum StoreError {
@@ -126,6 +127,15 @@ pub struct ApiKeyRecord {
     pub created_at: EpochMs,
 }
 
+/// What is written together with an applied event, if (and only if) it applies.
+#[derive(Clone, Debug, Default)]
+pub struct Extras {
+    /// Jobs to create in the job's tenant (their `tenant` is overridden).
+    pub follow_ups: Vec<NewJob>,
+    /// The log of the attempt the event ends.
+    pub attempt: Option<AttemptLog>,
+}
+
 #[async_trait]
 pub trait JobStore: Send + Sync + 'static {
     /// Stores new jobs; they are pending or activatable by their `run_at`.
@@ -140,7 +150,21 @@ pub trait JobStore: Send + Sync + 'static {
         id: JobId,
         scope: TenantScope,
         event: Event,
+    ) -> Result<JobRecord, ApplyError> {
+        self.apply_with(id, scope, event, Extras::default()).await
+    }
+
+    /// Applies one event and, in the same atomic write, stores its extras.
+    async fn apply_with(
+        &self,
+        id: JobId,
+        scope: TenantScope,
+        event: Event,
+        extras: Extras,
     ) -> Result<JobRecord, ApplyError>;
+
+    /// The Wasm attempts logged for a job, oldest first.
+    fn attempts(&self, id: JobId) -> Result<Vec<AttemptLog>, StoreError>;
 
     /// Hands back leases that never reached their worker; stale ones are ignored.
     async fn release(&self, leases: Vec<(JobId, u32)>) -> Result<(), StoreError>;
@@ -156,6 +180,19 @@ pub trait JobStore: Send + Sync + 'static {
 
     /// Removes an API key durably; false if there was none.
     fn delete_api_key(&self, id: &str) -> Result<bool, StoreError>;
+
+    fn handlers(&self) -> Result<Vec<HandlerRecord>, StoreError>;
+
+    /// Stores (or replaces) a handler durably.
+    fn put_handler(&self, handler: &HandlerRecord) -> Result<(), StoreError>;
+
+    /// Removes a handler durably; false if there was none.
+    fn delete_handler(&self, id: &str) -> Result<bool, StoreError>;
+
+    /// Stores component bytes under their SHA-256, durably.
+    fn put_component(&self, sha256: &[u8; 32], bytes: &[u8]) -> Result<(), StoreError>;
+
+    fn component(&self, sha256: &[u8; 32]) -> Result<Option<Vec<u8>>, StoreError>;
 
     /// Flushes everything and stops; later calls fail with [`StoreError::Closed`].
     async fn close(&self) -> Result<(), StoreError>;

@@ -4,6 +4,7 @@
 //! job atomically with whatever else the group commit carries:
 //! - `j` + id (u64 big-endian): the [`JobRecord`], rewritten on every transition;
 //! - `p` + id: the [`JobPayload`], written once;
+//! - `a` + id + attempt (u32 big-endian): an [`crate::job::AttemptLog`], written once;
 //! - `m` + name: store metadata (the job-id reservation).
 //!
 //! Values are postcard with a leading format-version byte.
@@ -16,6 +17,7 @@ use crate::job::JobId;
 
 pub const RECORD_PREFIX: u8 = b'j';
 pub const PAYLOAD_PREFIX: u8 = b'p';
+pub const ATTEMPT_PREFIX: u8 = b'a';
 pub const ID_RESERVATION_KEY: &[u8] = b"mnext-id";
 const FORMAT_VERSION: u8 = 1;
 
@@ -27,7 +29,14 @@ pub fn payload_key(id: JobId) -> [u8; 9] {
     prefixed(PAYLOAD_PREFIX, id)
 }
 
-fn prefixed(prefix: u8, id: JobId) -> [u8; 9] {
+pub fn attempt_key(id: JobId, attempt: u32) -> [u8; 13] {
+    let mut key = [0u8; 13];
+    key[..9].copy_from_slice(&prefixed(ATTEMPT_PREFIX, id));
+    key[9..].copy_from_slice(&attempt.to_be_bytes());
+    key
+}
+
+pub fn prefixed(prefix: u8, id: JobId) -> [u8; 9] {
     let mut key = [0u8; 9];
     key[0] = prefix;
     key[1..].copy_from_slice(&id.to_be_bytes());

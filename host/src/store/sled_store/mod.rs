@@ -13,13 +13,14 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use tokio::sync::oneshot;
 
-use self::codec::{RECORD_PREFIX, io, payload_key, record_key};
+use self::codec::{ATTEMPT_PREFIX, RECORD_PREFIX, io, payload_key, record_key};
 use self::writer::{Command, Poison, Writer};
 use super::{
-    Activation, ApiKeyRecord, ApplyError, JobStore, ListPage, ListQuery, SortBy, StoreError,
+    Activation, ApiKeyRecord, ApplyError, Extras, JobStore, ListPage, ListQuery, SortBy, StoreError,
 };
+use crate::handler::HandlerRecord;
 use crate::job::state::Event;
-use crate::job::{Job, JobId, JobPayload, JobRecord, NewJob, TenantScope};
+use crate::job::{AttemptLog, Job, JobId, JobPayload, JobRecord, NewJob, TenantScope};
 
 /// Memory sled may use for its page cache.
 const CACHE_BYTES: u64 = 512 * 1024 * 1024;
@@ -28,6 +29,8 @@ pub struct SledStore {
     db: sled::Db,
     jobs: sled::Tree,
     api_keys: sled::Tree,
+    handlers: sled::Tree,
+    components: sled::Tree,
     commands: Sender<Command>,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
@@ -57,6 +60,8 @@ impl SledStore {
             })?;
         let jobs = db.open_tree("jobs").map_err(io)?;
         let api_keys = db.open_tree("api_keys").map_err(io)?;
+        let handlers = db.open_tree("handlers").map_err(io)?;
+        let components = db.open_tree("components").map_err(io)?;
         let poison: Poison = Arc::new(Mutex::new(None));
         let writer = Writer::recover(jobs.clone(), poison.clone())?;
         let (commands, command_queue) = mpsc::channel();
@@ -75,6 +80,8 @@ impl SledStore {
             db,
             jobs,
             api_keys,
+            handlers,
+            components,
             commands,
             threads: Mutex::new(vec![writer, flusher]),
         })
@@ -171,20 +178,29 @@ impl JobStore for SledStore {
         Ok(jobs)
     }
 
-    async fn apply(
+    async fn apply_with(
         &self,
         id: JobId,
         scope: TenantScope,
         event: Event,
+        extras: Extras,
     ) -> Result<JobRecord, ApplyError> {
         let (reply, answer) = oneshot::channel();
         self.send(Command::Apply {
             id,
             scope,
             event,
+            extras,
             reply,
         })?;
         answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    fn attempts(&self, id: JobId) -> Result<Vec<AttemptLog>, StoreError> {
+        self.jobs
+            .scan_prefix(codec::prefixed(ATTEMPT_PREFIX, id))
+            .map(|entry| codec::decode(&entry.map_err(io)?.1))
+            .collect()
     }
 
     async fn release(&self, leases: Vec<(JobId, u32)>) -> Result<(), StoreError> {
@@ -271,6 +287,37 @@ impl JobStore for SledStore {
         let existed = self.api_keys.remove(id.as_bytes()).map_err(io)?.is_some();
         self.db.flush().map_err(io)?;
         Ok(existed)
+    }
+
+    fn handlers(&self) -> Result<Vec<HandlerRecord>, StoreError> {
+        self.handlers
+            .iter()
+            .map(|entry| codec::decode(&entry.map_err(io)?.1))
+            .collect()
+    }
+
+    fn put_handler(&self, handler: &HandlerRecord) -> Result<(), StoreError> {
+        self.handlers
+            .insert(handler.id.as_bytes(), codec::encode(handler))
+            .map_err(io)?;
+        self.db.flush().map_err(io)?;
+        Ok(())
+    }
+
+    fn delete_handler(&self, id: &str) -> Result<bool, StoreError> {
+        let existed = self.handlers.remove(id.as_bytes()).map_err(io)?.is_some();
+        self.db.flush().map_err(io)?;
+        Ok(existed)
+    }
+
+    fn put_component(&self, sha256: &[u8; 32], bytes: &[u8]) -> Result<(), StoreError> {
+        self.components.insert(sha256, bytes).map_err(io)?;
+        self.db.flush().map_err(io)?;
+        Ok(())
+    }
+
+    fn component(&self, sha256: &[u8; 32]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.components.get(sha256).map_err(io)?.map(|b| b.to_vec()))
     }
 
     async fn close(&self) -> Result<(), StoreError> {

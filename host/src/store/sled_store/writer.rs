@@ -19,10 +19,10 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use super::codec::{self, ID_RESERVATION_KEY, RECORD_PREFIX, payload_key, record_key};
+use super::codec::{self, ID_RESERVATION_KEY, RECORD_PREFIX, attempt_key, payload_key, record_key};
 use crate::job::state::{self, Event};
 use crate::job::{EpochMs, JobId, JobRecord, JobState, NewJob, TenantScope, now_ms};
-use crate::store::{Activation, ApplyError, StoreError};
+use crate::store::{Activation, ApplyError, Extras, StoreError};
 
 /// Most commands taken into one group commit.
 const MAX_GROUP: usize = 4096;
@@ -44,6 +44,7 @@ pub(super) enum Command {
         id: JobId,
         scope: TenantScope,
         event: Event,
+        extras: Extras,
         reply: oneshot::Sender<Result<JobRecord, ApplyError>>,
     },
     Release {
@@ -250,9 +251,13 @@ impl Writer {
                 id,
                 scope,
                 event,
+                extras,
                 reply,
             } => {
                 let result = self.apply(id, &scope, event, now);
+                if let Ok(record) = &result {
+                    self.write_extras(record, extras, now);
+                }
                 self.answers.push(Answer::Applied(reply, result));
             }
             Command::Release { leases, reply } => {
@@ -307,6 +312,20 @@ impl Writer {
         self.writes += 1;
         self.put(record);
         id
+    }
+
+    fn write_extras(&mut self, record: &JobRecord, extras: Extras, now: EpochMs) {
+        for mut job in extras.follow_ups {
+            job.tenant = record.tenant.clone();
+            self.create(job, now);
+        }
+        if let Some(attempt) = extras.attempt {
+            self.batch.insert(
+                &attempt_key(record.id, attempt.attempt),
+                codec::encode(&attempt),
+            );
+            self.writes += 1;
+        }
     }
 
     fn apply(
