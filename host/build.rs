@@ -1,5 +1,9 @@
 //! Generates the gRPC code and the reflection descriptor from `proto/jobs.proto` with protox, so
-//! that building needs no system `protoc`.
+//! that building needs no system `protoc`, and builds the guest crates under `plugins/` (the
+//! handler SDK, example handlers and test fixtures) into WebAssembly components.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use prost::Message;
 
@@ -18,5 +22,87 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         .build_server(true)
         .compile_fds(descriptors)?;
+
+    let plugins_dir = build_plugins()?;
+    println!(
+        "cargo:rustc-env=JOBHOST_PLUGINS_DIR={}",
+        plugins_dir.display()
+    );
+    Ok(())
+}
+
+const WASM_TARGET: &str = "wasm32-wasip2";
+
+/// Builds every guest crate for wasm32-wasip2; returns the directory holding the `.wasm` files.
+fn build_plugins() -> Result<PathBuf, Box<dyn std::error::Error>> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let plugins = root.join("plugins");
+    for watched in ["Cargo.toml", "Cargo.lock", "sdk", "examples", "fixtures"] {
+        println!("cargo:rerun-if-changed={}", plugins.join(watched).display());
+    }
+    println!("cargo:rerun-if-changed={}", root.join("wit").display());
+    ensure_wasm_target()?;
+
+    let target_dir = match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => PathBuf::from(dir).join("plugins"),
+        None => root.join("target").join("plugins"),
+    };
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut build = Command::new(cargo);
+    build
+        .args([
+            "build",
+            "--release",
+            "--target",
+            WASM_TARGET,
+            "--manifest-path",
+        ])
+        .arg(plugins.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target_dir);
+    // The outer build's settings (clippy's wrapper, host flags, jobserver) are not the guests'.
+    for inherited in [
+        "RUSTC_WORKSPACE_WRAPPER",
+        "RUSTC_WRAPPER",
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+        "CARGO_TARGET_DIR",
+        "CARGO_MAKEFLAGS",
+        "MAKEFLAGS",
+        "MFLAGS",
+    ] {
+        build.env_remove(inherited);
+    }
+    let output = build.output()?;
+    if !output.status.success() {
+        return Err(format!(
+            "building the guest crates in plugins/ failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+        .into());
+    }
+    Ok(target_dir.join(WASM_TARGET).join("release"))
+}
+
+/// Installs the wasm32-wasip2 standard library with rustup when it is missing.
+fn ensure_wasm_target() -> Result<(), Box<dyn std::error::Error>> {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output();
+    if let Ok(output) = &installed
+        && String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .any(|line| line.trim() == WASM_TARGET)
+    {
+        return Ok(());
+    }
+    let status = Command::new("rustup")
+        .args(["target", "add", WASM_TARGET])
+        .status()
+        .map_err(|e| format!("rustup is needed to install the {WASM_TARGET} target: {e}"))?;
+    if !status.success() {
+        return Err(format!("`rustup target add {WASM_TARGET}` failed").into());
+    }
     Ok(())
 }
