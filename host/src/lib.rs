@@ -18,6 +18,7 @@ pub mod bench;
 pub mod client;
 pub mod handler;
 pub mod job;
+pub mod runtime;
 pub mod server;
 pub mod service;
 pub mod store;
