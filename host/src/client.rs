@@ -40,11 +40,25 @@ impl RestClient {
         body: Option<Value>,
     ) -> Result<Value, ClientError> {
         let mut request = self.http.request(method, format!("{}{path}", self.server));
-        if let Some(key) = &self.api_key {
-            request = request.header("x-api-key", key);
-        }
         if let Some(body) = body {
             request = request.json(&body);
+        }
+        self.send(request).await
+    }
+
+    /// POSTs raw bytes (a component) and returns the `data` of a successful answer.
+    pub async fn upload(&self, path: &str, bytes: Vec<u8>) -> Result<Value, ClientError> {
+        let request = self
+            .http
+            .post(format!("{}{path}", self.server))
+            .header("content-type", "application/wasm")
+            .body(bytes);
+        self.send(request).await
+    }
+
+    async fn send(&self, mut request: reqwest::RequestBuilder) -> Result<Value, ClientError> {
+        if let Some(key) = &self.api_key {
+            request = request.header("x-api-key", key);
         }
         let unreachable = |source| ClientError::Unreachable {
             server: self.server.clone(),

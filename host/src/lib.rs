@@ -16,11 +16,14 @@ pub mod api;
 pub mod auth;
 pub mod bench;
 pub mod client;
+pub mod examples;
 pub mod handler;
 pub mod job;
+pub mod registry;
 pub mod runtime;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod tasks;
 
 pub use server::{Config, RunningServer, ServerError, start};

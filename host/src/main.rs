@@ -34,6 +34,13 @@ enum Command {
         #[command(subcommand)]
         command: JobsCommand,
     },
+    /// Deploy and manage Wasm handlers on a running server.
+    Handlers {
+        #[command(flatten)]
+        connection: Connection,
+        #[command(subcommand)]
+        command: HandlersCommand,
+    },
     /// Manage API keys on a running server.
     Keys {
         #[command(flatten)]
@@ -57,6 +64,18 @@ struct ServeArgs {
     /// Log as JSON lines instead of text.
     #[arg(long)]
     log_json: bool,
+    /// Deploy the example handlers (echo, flaky, fanout) into the default tenant.
+    #[arg(long)]
+    examples: bool,
+    /// Wasm attempts running at once.
+    #[arg(long, default_value_t = 64)]
+    max_attempts: usize,
+    /// Wasm attempts running at once for one tenant.
+    #[arg(long, default_value_t = 32)]
+    max_attempts_per_tenant: usize,
+    /// How long running Wasm attempts may finish after SIGTERM before they are interrupted.
+    #[arg(long, default_value_t = 10_000)]
+    shutdown_grace_ms: u64,
 }
 
 #[derive(Args)]
@@ -142,6 +161,36 @@ enum JobsCommand {
 }
 
 #[derive(Subcommand)]
+enum HandlersCommand {
+    /// Deploy a component (.wasm) for a job type: a new handler, or a new version.
+    Deploy {
+        file: PathBuf,
+        #[arg(long = "type")]
+        job_type: String,
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long)]
+        memory_mb: Option<u32>,
+        #[arg(long)]
+        timeout_ms: Option<u64>,
+        #[arg(long)]
+        max_concurrency: Option<u32>,
+        #[arg(long)]
+        max_retries: Option<u32>,
+        #[arg(long)]
+        backoff_ms: Option<u64>,
+        #[arg(long)]
+        fuel: Option<u64>,
+    },
+    /// List handlers as JSON.
+    List,
+    /// Show one handler with its versions.
+    Get { id: String },
+    /// Remove a handler: its jobs wait for another worker.
+    Remove { id: String },
+}
+
+#[derive(Subcommand)]
 enum KeysCommand {
     /// Create a key; prints the key alone on the last line.
     Create {
@@ -173,6 +222,10 @@ async fn main() -> anyhow::Result<()> {
             connection,
             command,
         } => keys(client(&connection), command).await,
+        Command::Handlers {
+            connection,
+            command,
+        } => handlers(client(&connection), command).await,
     }
 }
 
@@ -185,12 +238,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         logs.init();
     }
-    let config = jobhost::Config {
-        data_dir: args.data_dir,
-        grpc_addr: args.grpc_addr,
-        http_addr: args.http_addr,
-        admin_key: std::env::var("JOBHOST_ADMIN_KEY").ok(),
-    };
+    let mut config = jobhost::Config::local(args.data_dir);
+    config.grpc_addr = args.grpc_addr;
+    config.http_addr = args.http_addr;
+    config.admin_key = std::env::var("JOBHOST_ADMIN_KEY").ok();
+    config.deploy_examples = args.examples;
+    config.max_attempts = args.max_attempts.max(1);
+    config.max_attempts_per_tenant = args.max_attempts_per_tenant.max(1);
+    config.shutdown_grace = std::time::Duration::from_millis(args.shutdown_grace_ms);
     if config.admin_key.as_deref().is_none_or(str::is_empty) {
         tracing::warn!("JOBHOST_ADMIN_KEY is not set: only keys created earlier can call");
     }
@@ -314,6 +369,58 @@ async fn jobs(client: RestClient, command: JobsCommand) -> anyhow::Result<()> {
                 "job {key} has {retries} retries and is {}",
                 data["state"].as_str().unwrap_or_default()
             );
+        }
+    }
+    Ok(())
+}
+
+async fn handlers(client: RestClient, command: HandlersCommand) -> anyhow::Result<()> {
+    match command {
+        HandlersCommand::Deploy {
+            file,
+            job_type,
+            tenant,
+            memory_mb,
+            timeout_ms,
+            max_concurrency,
+            max_retries,
+            backoff_ms,
+            fuel,
+        } => {
+            let component =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let mut query = vec![format!("type={}", urlencode(&job_type))];
+            let mut add = |name: &str, value: Option<String>| {
+                if let Some(value) = value {
+                    query.push(format!("{name}={}", urlencode(&value)));
+                }
+            };
+            add("tenant", tenant);
+            add("memory_mb", memory_mb.map(|v| v.to_string()));
+            add("timeout_ms", timeout_ms.map(|v| v.to_string()));
+            add("max_concurrency", max_concurrency.map(|v| v.to_string()));
+            add("max_retries", max_retries.map(|v| v.to_string()));
+            add("backoff_ms", backoff_ms.map(|v| v.to_string()));
+            add("fuel", fuel.map(|v| v.to_string()));
+            let path = format!("/api/v1/handlers?{}", query.join("&"));
+            let data = client.upload(&path, component).await?;
+            println!(
+                "deployed {} version {} for type {} in tenant {}",
+                data["id"].as_str().unwrap_or_default(),
+                data["current_version"],
+                data["type"].as_str().unwrap_or_default(),
+                data["tenant_id"].as_str().unwrap_or_default()
+            );
+        }
+        HandlersCommand::List => print(&client.call(Method::GET, "/api/v1/handlers", None).await?)?,
+        HandlersCommand::Get { id } => {
+            let path = format!("/api/v1/handlers/{}", urlencode(&id));
+            print(&client.call(Method::GET, &path, None).await?)?
+        }
+        HandlersCommand::Remove { id } => {
+            let path = format!("/api/v1/handlers/{}", urlencode(&id));
+            client.call(Method::DELETE, &path, None).await?;
+            println!("removed {id}");
         }
     }
     Ok(())

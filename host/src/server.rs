@@ -5,6 +5,9 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::Digest;
 
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
@@ -14,10 +17,14 @@ use tonic::transport::server::TcpIncoming;
 
 use crate::api::grpc::{GrpcJobs, pb};
 use crate::api::rest;
-use crate::auth::{Auth, AuthError};
+use crate::auth::{Auth, AuthError, Principal};
 use crate::job::limits::MAX_MESSAGE_BYTES;
+use crate::registry::{Deployment, HandlerMaxima, HandlerRegistry};
+use crate::runtime::{Runtime, RuntimeConfig, RuntimeError};
 use crate::service::JobService;
+use crate::service::{DEFAULT_TENANT, ServiceError};
 use crate::store::{JobStore, SledStore, StoreError};
+use crate::tasks::executor::{Executor, ExecutorConfig, RunningAttempts};
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -26,6 +33,16 @@ pub struct Config {
     pub http_addr: SocketAddr,
     /// A key with every permission on every tenant (`JOBHOST_ADMIN_KEY`).
     pub admin_key: Option<String>,
+    /// Wasm attempts running at once on this server.
+    pub max_attempts: usize,
+    /// Wasm attempts running at once for one tenant.
+    pub max_attempts_per_tenant: usize,
+    /// How long running Wasm attempts may go on after shutdown begins.
+    pub shutdown_grace: Duration,
+    /// What a deployed handler may ask for.
+    pub handler_maxima: HandlerMaxima,
+    /// Deploy the example handlers (echo, flaky, fanout) into the default tenant.
+    pub deploy_examples: bool,
 }
 
 impl Config {
@@ -36,6 +53,11 @@ impl Config {
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             admin_key: None,
+            max_attempts: 64,
+            max_attempts_per_tenant: 32,
+            shutdown_grace: Duration::from_secs(10),
+            handler_maxima: HandlerMaxima::default(),
+            deploy_examples: false,
         }
     }
 }
@@ -55,6 +77,10 @@ pub enum ServerError {
     Grpc(String),
     #[error("HTTP server failed: {0}")]
     Http(String),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error("{0}")]
+    Handlers(#[from] ServiceError),
 }
 
 /// A server that is accepting requests.
@@ -64,12 +90,13 @@ pub struct RunningServer {
     stop: watch::Sender<bool>,
     grpc: JoinHandle<Result<(), ServerError>>,
     http: JoinHandle<Result<(), ServerError>>,
+    executor: JoinHandle<()>,
     store: Arc<dyn JobStore>,
 }
 
 impl RunningServer {
-    /// Stops accepting, lets in-flight requests finish (long polls end at once, empty),
-    /// flushes the store and returns.
+    /// Stops accepting, lets in-flight requests finish (long polls end at once, empty), gives
+    /// running Wasm attempts their grace period, flushes the store and returns.
     pub async fn shutdown(self) -> Result<(), ServerError> {
         let _ = self.stop.send(true);
         let grpc = self
@@ -80,6 +107,8 @@ impl RunningServer {
             .http
             .await
             .map_err(|e| ServerError::Http(e.to_string()))?;
+        // Running Wasm attempts finish (or are handed back) before the store closes.
+        let _ = self.executor.await;
         self.store.close().await?;
         grpc.and(http)
     }
@@ -98,7 +127,41 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     let store: Arc<dyn JobStore> = Arc::new(SledStore::open(&config.data_dir)?);
     let auth = Arc::new(Auth::load(store.clone(), config.admin_key.as_deref())?);
     let (stop, stopping) = watch::channel(false);
-    let service = Arc::new(JobService::new(store.clone(), auth, stopping.clone()));
+    let runtime = Arc::new(Runtime::new(RuntimeConfig {
+        max_memory_mb: config.handler_maxima.memory_mb,
+        max_concurrent_attempts: config.max_attempts as u32,
+        cache_dir: Some(config.data_dir.join("compiled")),
+    })?);
+    let registry = Arc::new(
+        HandlerRegistry::open(
+            store.clone(),
+            runtime.clone(),
+            config.handler_maxima.clone(),
+        )
+        .await?,
+    );
+    if config.deploy_examples {
+        deploy_examples(&registry).await?;
+    }
+    let attempts = Arc::new(RunningAttempts::default());
+    let service = Arc::new(JobService::new(
+        store.clone(),
+        auth,
+        attempts.clone(),
+        stopping.clone(),
+    ));
+    let executor = Arc::new(Executor::new(
+        store.clone(),
+        runtime,
+        registry.clone(),
+        attempts,
+        ExecutorConfig {
+            max_attempts: config.max_attempts,
+            max_attempts_per_tenant: config.max_attempts_per_tenant,
+            shutdown_grace: config.shutdown_grace,
+        },
+    ));
+    let executor = tokio::spawn(executor.run(stopping.clone()));
 
     let grpc_listener = bind(config.grpc_addr).await?;
     let http_listener = bind(config.http_addr).await?;
@@ -106,7 +169,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     let http_addr = local_addr(&http_listener, config.http_addr)?;
 
     let grpc = tokio::spawn(serve_grpc(grpc_listener, service.clone(), stopping.clone()));
-    let app = rest::router(service);
+    let app = rest::router(service, registry);
     let http = tokio::spawn(async move {
         let listener = http_listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
@@ -123,8 +186,33 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         stop,
         grpc,
         http,
+        executor,
         store,
     })
+}
+
+/// Deploys the bundled examples, unless the same components are deployed already.
+async fn deploy_examples(registry: &HandlerRegistry) -> Result<(), ServerError> {
+    let admin = Principal::admin();
+    for (job_type, component) in crate::examples::EXAMPLES {
+        let sha256: [u8; 32] = sha2::Sha256::digest(component).into();
+        let deployed = registry.snapshot().into_iter().any(|h| {
+            h.record.tenant == DEFAULT_TENANT
+                && h.record.job_type == job_type
+                && h.record.current().component_sha256 == sha256
+        });
+        if deployed {
+            continue;
+        }
+        let deployment = Deployment {
+            job_type: job_type.to_string(),
+            component: component.to_vec(),
+            ..Deployment::default()
+        };
+        let handler = registry.deploy(&admin, deployment).await?;
+        tracing::info!(handler = %handler.record.id, job_type, "example handler deployed");
+    }
+    Ok(())
 }
 
 async fn serve_grpc(

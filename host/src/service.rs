@@ -16,9 +16,12 @@ use crate::auth::{self, Auth, AuthError, Principal};
 use crate::job::limits::{self, valid_tenant_id};
 use crate::job::state::Event;
 use crate::job::{
-    EpochMs, Job, JobKey, JobPayload, JobRecord, JobState, NewJob, ProcessRef, TenantScope, now_ms,
+    AttemptLog, EpochMs, Job, JobKey, JobPayload, JobRecord, JobState, NewJob, ProcessRef,
+    TenantScope, now_ms,
 };
+use crate::runtime::InterruptReason;
 use crate::store::{Activation, ApplyError, JobStore, ListPage, ListQuery, SortBy, StoreError};
+use crate::tasks::executor::RunningAttempts;
 
 /// The tenant of a job created without one.
 pub const DEFAULT_TENANT: &str = "default";
@@ -148,6 +151,7 @@ impl JobsPage {
 pub struct JobService {
     store: Arc<dyn JobStore>,
     auth: Arc<Auth>,
+    attempts: Arc<RunningAttempts>,
     shutdown: watch::Receiver<bool>,
     waiting: Arc<AtomicUsize>,
 }
@@ -157,11 +161,13 @@ impl JobService {
     pub fn new(
         store: Arc<dyn JobStore>,
         auth: Arc<Auth>,
+        attempts: Arc<RunningAttempts>,
         shutdown: watch::Receiver<bool>,
     ) -> JobService {
         JobService {
             store,
             auth,
+            attempts,
             shutdown,
             waiting: Arc::new(AtomicUsize::new(0)),
         }
@@ -401,12 +407,26 @@ impl JobService {
             .await
     }
 
+    /// Cancels a job; an attempt of a Wasm handler running for it is interrupted.
     pub async fn cancel_job(
         &self,
         caller: &Principal,
         key: &str,
     ) -> Result<JobRecord, ServiceError> {
-        self.change(caller, key, |_| Event::Cancel).await
+        let record = self.change(caller, key, |_| Event::Cancel).await?;
+        self.attempts
+            .interrupt(record.id, InterruptReason::Cancelled);
+        Ok(record)
+    }
+
+    /// The Wasm attempts logged for a job, oldest first.
+    pub fn job_attempts(
+        &self,
+        caller: &Principal,
+        key: &str,
+    ) -> Result<Vec<AttemptLog>, ServiceError> {
+        let job = self.get_job(caller, key)?;
+        Ok(self.store.attempts(job.record.id)?)
     }
 
     async fn change(

@@ -18,14 +18,25 @@ use serde_json::{Value, json};
 use crate::auth::{NewKey, Principal};
 use crate::job::limits::MAX_MESSAGE_BYTES;
 use crate::job::{Job, JobKey, JobState, ProcessRef, now_ms};
+use crate::registry::{Deployment, HandlerRegistry, LoadedHandler};
 use crate::service::{self, JobService, ServiceError, format_time, parse_time};
 
 #[derive(Clone)]
 struct Api {
     service: Arc<JobService>,
+    registry: Arc<HandlerRegistry>,
 }
 
-pub fn router(service: Arc<JobService>) -> Router {
+pub fn router(service: Arc<JobService>, registry: Arc<HandlerRegistry>) -> Router {
+    // Uploads up to twice the limit reach the handler, which explains the limit in a 400.
+    let upload_limit = registry.maxima().component_bytes.saturating_mul(2);
+    let handlers = Router::new()
+        .route("/api/v1/handlers", post(deploy_handler).get(list_handlers))
+        .route(
+            "/api/v1/handlers/{id}",
+            get(get_handler).delete(remove_handler),
+        )
+        .layer(DefaultBodyLimit::max(upload_limit));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/api/v1/jobs", post(create_job).get(list_jobs))
@@ -39,7 +50,8 @@ pub fn router(service: Arc<JobService>) -> Router {
         .route("/api/v1/keys", post(create_key).get(list_keys))
         .route("/api/v1/keys/{id}", axum::routing::delete(revoke_key))
         .layer(DefaultBodyLimit::max(MAX_MESSAGE_BYTES))
-        .with_state(Api { service })
+        .merge(handlers)
+        .with_state(Api { service, registry })
 }
 
 /// A failed request, rendered as `{"success": false, "error": {code, message}}`.
@@ -267,7 +279,23 @@ async fn create_job(State(api): State<Api>, headers: HeaderMap, bytes: Bytes) ->
 async fn get_job(State(api): State<Api>, headers: HeaderMap, Path(key): Path<String>) -> Reply {
     let caller = caller(&api, &headers)?;
     let job = api.service.get_job(&caller, &key)?;
-    ok(job_json(&job))
+    let attempts = api.service.job_attempts(&caller, &key)?;
+    let mut value = job_json(&job);
+    value["attempts"] = attempts
+        .iter()
+        .map(|a| {
+            json!({
+                "attempt": a.attempt,
+                "worker_id": a.worker,
+                "handler_version": a.handler_version,
+                "started_at": format_time(a.started_at),
+                "duration_us": a.duration_us,
+                "outcome": a.outcome,
+                "output": a.output,
+            })
+        })
+        .collect();
+    ok(value)
 }
 
 async fn list_jobs(
@@ -521,4 +549,108 @@ async fn revoke_key(State(api): State<Api>, headers: HeaderMap, Path(id): Path<S
             "API key {id} not found"
         ))))
     }
+}
+
+fn handler_json(handler: &LoadedHandler) -> Value {
+    let record = &handler.record;
+    let current = record.current();
+    json!({
+        "id": record.id,
+        "tenant_id": record.tenant,
+        "type": record.job_type,
+        "created_at": format_time(record.created_at),
+        "current_version": current.version,
+        "worker": record.worker_name(current.version),
+        "load": {
+            "source": handler.compiled.source,
+            "millis": handler.compiled.load_time.as_secs_f64() * 1000.0,
+        },
+        "versions": record.versions.iter().map(|v| json!({
+            "version": v.version,
+            "sha256": hex::encode(v.component_sha256),
+            "bytes": v.component_bytes,
+            "deployed_at": format_time(v.deployed_at),
+            "limits": {
+                "memory_mb": v.limits.memory_mb,
+                "timeout_ms": v.limits.timeout_ms,
+                "max_concurrency": v.limits.max_concurrency,
+                "fuel": v.limits.fuel,
+            },
+            "retry": {
+                "max_retries": v.retry.max_retries,
+                "backoff_ms": v.retry.backoff_base_ms,
+                "backoff_cap_ms": v.retry.backoff_cap_ms,
+            },
+        })).collect::<Vec<_>>(),
+    })
+}
+
+async fn deploy_handler(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
+    bytes: Bytes,
+) -> Reply {
+    let caller = caller(&api, &headers)?;
+    let number = |name: &str| -> Result<Option<u64>, ApiError> {
+        match params.get(name) {
+            None => Ok(None),
+            Some(text) => text.trim().parse().map(Some).map_err(|_| {
+                ApiError(ServiceError::InvalidArgument(format!(
+                    "{name} must be a whole number, got '{text}'"
+                )))
+            }),
+        }
+    };
+    let small = |name: &str| -> Result<Option<u32>, ApiError> {
+        number(name)?
+            .map(|n| {
+                u32::try_from(n).map_err(|_| {
+                    ApiError(ServiceError::InvalidArgument(format!(
+                        "{name} is too large"
+                    )))
+                })
+            })
+            .transpose()
+    };
+    let deployment = Deployment {
+        job_type: params.get("type").cloned().unwrap_or_default(),
+        tenant_id: params
+            .get("tenant")
+            .or_else(|| params.get("tenant_id"))
+            .cloned()
+            .unwrap_or_default(),
+        memory_mb: small("memory_mb")?,
+        timeout_ms: number("timeout_ms")?,
+        max_concurrency: small("max_concurrency")?,
+        max_retries: small("max_retries")?,
+        backoff_ms: number("backoff_ms")?,
+        backoff_cap_ms: number("backoff_cap_ms")?,
+        fuel: number("fuel")?,
+        component: bytes.to_vec(),
+    };
+    let handler = api.registry.deploy(&caller, deployment).await?;
+    ok(handler_json(&handler))
+}
+
+async fn list_handlers(State(api): State<Api>, headers: HeaderMap) -> Reply {
+    let caller = caller(&api, &headers)?;
+    let handlers = api.registry.list(&caller)?;
+    ok(json!({"handlers": handlers.iter().map(|h| handler_json(h)).collect::<Vec<_>>()}))
+}
+
+async fn get_handler(State(api): State<Api>, headers: HeaderMap, Path(id): Path<String>) -> Reply {
+    let caller = caller(&api, &headers)?;
+    let handler = api.registry.get(&caller, &id)?;
+    ok(handler_json(&handler))
+}
+
+async fn remove_handler(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Reply {
+    let caller = caller(&api, &headers)?;
+    api.registry.remove(&caller, &id).await?;
+    ok(json!({"removed": id}))
 }

@@ -77,6 +77,7 @@ pub enum CodeSource {
 /// A component ready to be instantiated for attempts.
 pub struct CompiledHandler {
     pre: JobHandlerPre<AttemptState>,
+    component: Component,
     pub source: CodeSource,
     pub load_time: Duration,
 }
@@ -350,6 +351,7 @@ impl Runtime {
         let pre = self.prepare(&component)?;
         Ok(CompiledHandler {
             pre,
+            component,
             source: CodeSource::Compiled,
             load_time: started.elapsed(),
         })
@@ -371,8 +373,8 @@ impl Runtime {
         JobHandlerPre::new(pre).map_err(|e| ComponentError::WrongWorld(format!("{e:#}")))
     }
 
-    /// Loads a stored component, from the compiled-code cache when it holds it (compiling and
-    /// filling the cache otherwise).
+    /// Loads a component, from the compiled-code cache when it holds it (compiling, checking
+    /// and filling the cache otherwise). CPU-heavy: call it off the async threads.
     pub fn load(&self, sha256_hex: &str, bytes: &[u8]) -> Result<CompiledHandler, ComponentError> {
         let cached = self.cache_path(sha256_hex);
         if let Some(path) = &cached
@@ -388,6 +390,7 @@ impl Runtime {
                     let pre = self.prepare(&component)?;
                     return Ok(CompiledHandler {
                         pre,
+                        component,
                         source: CodeSource::Cache,
                         load_time: started.elapsed(),
                     });
@@ -397,20 +400,13 @@ impl Runtime {
                 }
             }
         }
-        let started = Instant::now();
-        let component = Component::new(&self.engine, bytes)
-            .map_err(|e| ComponentError::NotAComponent(format!("{e:#}")))?;
-        let pre = self.prepare(&component)?;
+        let compiled = self.compile(bytes)?;
         if let Some(path) = cached
-            && let Err(error) = write_cache(&path, &component)
+            && let Err(error) = write_cache(&path, &compiled.component)
         {
             tracing::warn!(path = %path.display(), %error, "cannot write the compiled-code cache");
         }
-        Ok(CompiledHandler {
-            pre,
-            source: CodeSource::Compiled,
-            load_time: started.elapsed(),
-        })
+        Ok(compiled)
     }
 
     fn cache_path(&self, sha256_hex: &str) -> Option<PathBuf> {

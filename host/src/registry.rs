@@ -1,0 +1,333 @@
+//! The deployed Wasm handlers: uploading (validated, compiled, stored), listing and removing
+//! them, each scoped to the caller's tenants, and the compiled code of each current version,
+//! kept in memory for the executor. Changes are announced on a watch channel.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+
+use crate::auth::{self, Principal};
+use crate::handler::{HandlerLimits, HandlerRecord, HandlerVersion, RetryPolicy};
+use crate::job::limits::{MAX_NAME_BYTES, valid_tenant_id};
+use crate::job::now_ms;
+use crate::runtime::{CompiledHandler, Runtime};
+use crate::service::{DEFAULT_TENANT, ServiceError};
+use crate::store::JobStore;
+
+/// What the server allows a handler to ask for.
+#[derive(Clone, Debug)]
+pub struct HandlerMaxima {
+    pub component_bytes: usize,
+    pub memory_mb: u32,
+    pub timeout_ms: u64,
+    pub concurrency: u32,
+    pub retries: u32,
+}
+
+impl Default for HandlerMaxima {
+    fn default() -> HandlerMaxima {
+        HandlerMaxima {
+            component_bytes: 50 * 1024 * 1024,
+            memory_mb: 256,
+            timeout_ms: 15 * 60 * 1000,
+            concurrency: 64,
+            retries: 100,
+        }
+    }
+}
+
+/// Defaults of a deployment that does not name a limit.
+pub const DEFAULT_MEMORY_MB: u32 = 64;
+pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
+pub const DEFAULT_CONCURRENCY: u32 = 8;
+pub const DEFAULT_MAX_RETRIES: u32 = 3;
+pub const DEFAULT_BACKOFF_MS: u64 = 1_000;
+pub const DEFAULT_BACKOFF_CAP_MS: u64 = 60_000;
+
+/// An upload, as the APIs receive it.
+#[derive(Clone, Debug, Default)]
+pub struct Deployment {
+    pub job_type: String,
+    pub tenant_id: String,
+    pub memory_mb: Option<u32>,
+    pub timeout_ms: Option<u64>,
+    pub max_concurrency: Option<u32>,
+    pub max_retries: Option<u32>,
+    pub backoff_ms: Option<u64>,
+    pub backoff_cap_ms: Option<u64>,
+    pub fuel: Option<u64>,
+    pub component: Vec<u8>,
+}
+
+/// A handler with the compiled code of its current version.
+pub struct LoadedHandler {
+    pub record: HandlerRecord,
+    pub compiled: Arc<CompiledHandler>,
+}
+
+pub struct HandlerRegistry {
+    store: Arc<dyn JobStore>,
+    runtime: Arc<Runtime>,
+    maxima: HandlerMaxima,
+    handlers: RwLock<BTreeMap<String, Arc<LoadedHandler>>>,
+    changes: watch::Sender<u64>,
+    deploying: tokio::sync::Mutex<()>,
+}
+
+fn invalid(message: impl Into<String>) -> ServiceError {
+    ServiceError::InvalidArgument(message.into())
+}
+
+fn internal(error: impl std::fmt::Display) -> ServiceError {
+    ServiceError::Internal(error.to_string())
+}
+
+impl HandlerRegistry {
+    /// Loads every stored handler's current version, from the compiled-code cache if it can.
+    pub async fn open(
+        store: Arc<dyn JobStore>,
+        runtime: Arc<Runtime>,
+        maxima: HandlerMaxima,
+    ) -> Result<HandlerRegistry, ServiceError> {
+        let mut handlers = BTreeMap::new();
+        for record in store.handlers()? {
+            let version = record.current().clone();
+            let Some(bytes) = store.component(&version.component_sha256)? else {
+                tracing::error!(handler = %record.id, "component bytes missing; handler not loaded");
+                continue;
+            };
+            let loader = runtime.clone();
+            let sha = hex::encode(version.component_sha256);
+            let compiled = tokio::task::spawn_blocking(move || loader.load(&sha, &bytes))
+                .await
+                .map_err(internal)?;
+            match compiled {
+                Ok(compiled) => {
+                    tracing::info!(
+                        handler = %record.id, tenant = %record.tenant, job_type = %record.job_type,
+                        version = version.version, source = ?compiled.source,
+                        millis = compiled.load_time.as_secs_f64() * 1000.0,
+                        "handler loaded"
+                    );
+                    let loaded = LoadedHandler {
+                        record: record.clone(),
+                        compiled: Arc::new(compiled),
+                    };
+                    handlers.insert(record.id.clone(), Arc::new(loaded));
+                }
+                Err(error) => {
+                    tracing::error!(handler = %record.id, %error, "handler cannot be loaded")
+                }
+            }
+        }
+        Ok(HandlerRegistry {
+            store,
+            runtime,
+            maxima,
+            handlers: RwLock::new(handlers),
+            changes: watch::channel(0).0,
+            deploying: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    pub fn maxima(&self) -> &HandlerMaxima {
+        &self.maxima
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Every loaded handler, for the executor.
+    pub fn snapshot(&self) -> Vec<Arc<LoadedHandler>> {
+        self.read().values().cloned().collect()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<LoadedHandler>>> {
+        self.handlers.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn announce(&self) {
+        self.changes.send_modify(|generation| *generation += 1);
+    }
+
+    /// Validates, compiles and stores an upload: a new handler, or a new version of the type's.
+    pub async fn deploy(
+        &self,
+        caller: &Principal,
+        deployment: Deployment,
+    ) -> Result<Arc<LoadedHandler>, ServiceError> {
+        caller.require(auth::HANDLERS)?;
+        let job_type = deployment.job_type.trim().to_string();
+        if job_type.is_empty() || job_type.len() > MAX_NAME_BYTES {
+            return Err(invalid(format!(
+                "type must be 1-{MAX_NAME_BYTES} bytes: the job type the handler runs"
+            )));
+        }
+        let tenant = match deployment.tenant_id.trim() {
+            "" => DEFAULT_TENANT.to_string(),
+            tenant if valid_tenant_id(tenant) => tenant.to_string(),
+            tenant => return Err(invalid(format!("invalid tenant id '{tenant}'"))),
+        };
+        caller.require_tenant(&tenant)?;
+        let (limits, retry) = self.check_limits(&deployment)?;
+        let bytes = deployment.component;
+        if bytes.is_empty() {
+            return Err(invalid("the request body must be the component's bytes"));
+        }
+        if bytes.len() > self.maxima.component_bytes {
+            return Err(invalid(format!(
+                "the component has {} bytes; at most {} are accepted",
+                bytes.len(),
+                self.maxima.component_bytes
+            )));
+        }
+        let sha: [u8; 32] = Sha256::digest(&bytes).into();
+        let loader = self.runtime.clone();
+        let sha_hex = hex::encode(sha);
+        let stored = bytes.clone();
+        let compiled = tokio::task::spawn_blocking(move || loader.load(&sha_hex, &stored))
+            .await
+            .map_err(internal)?
+            .map_err(|error| invalid(error.to_string()))?;
+
+        let _one_at_a_time = self.deploying.lock().await;
+        let id = handler_id(&tenant, &job_type);
+        let now = now_ms();
+        let mut record = match self.read().get(&id) {
+            Some(existing) => existing.record.clone(),
+            None => HandlerRecord {
+                id: id.clone(),
+                tenant,
+                job_type,
+                created_at: now,
+                versions: Vec::new(),
+            },
+        };
+        let version = HandlerVersion {
+            version: record.versions.last().map_or(1, |v| v.version + 1),
+            component_sha256: sha,
+            component_bytes: bytes.len() as u64,
+            limits,
+            retry,
+            deployed_at: now,
+        };
+        record.versions.push(version);
+        self.store.put_component(&sha, &bytes)?;
+        self.store.put_handler(&record)?;
+        let loaded = Arc::new(LoadedHandler {
+            record,
+            compiled: Arc::new(compiled),
+        });
+        self.handlers
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, loaded.clone());
+        self.announce();
+        Ok(loaded)
+    }
+
+    fn check_limits(&self, d: &Deployment) -> Result<(HandlerLimits, RetryPolicy), ServiceError> {
+        let m = &self.maxima;
+        let within = |name: &str, value: u64, max: u64| {
+            if value == 0 || value > max {
+                Err(invalid(format!(
+                    "{name} must be between 1 and {max}, got {value}"
+                )))
+            } else {
+                Ok(())
+            }
+        };
+        let memory_mb = d.memory_mb.unwrap_or(DEFAULT_MEMORY_MB);
+        within(
+            "memory_mb",
+            memory_mb.into(),
+            m.memory_mb.min(self.runtime.max_memory_mb()).into(),
+        )?;
+        let timeout_ms = d.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
+        within("timeout_ms", timeout_ms, m.timeout_ms)?;
+        let max_concurrency = d.max_concurrency.unwrap_or(DEFAULT_CONCURRENCY);
+        within(
+            "max_concurrency",
+            max_concurrency.into(),
+            m.concurrency.into(),
+        )?;
+        let max_retries = d.max_retries.unwrap_or(DEFAULT_MAX_RETRIES);
+        if max_retries > m.retries {
+            return Err(invalid(format!(
+                "max_retries must be at most {}, got {max_retries}",
+                m.retries
+            )));
+        }
+        let backoff_cap_ms = d.backoff_cap_ms.unwrap_or(DEFAULT_BACKOFF_CAP_MS);
+        let backoff_base_ms = d
+            .backoff_ms
+            .unwrap_or(DEFAULT_BACKOFF_MS.min(backoff_cap_ms));
+        within(
+            "backoff_cap_ms",
+            backoff_cap_ms,
+            crate::job::limits::MAX_BACKOFF_MS as u64,
+        )?;
+        if backoff_base_ms > backoff_cap_ms {
+            return Err(invalid(format!(
+                "backoff_ms ({backoff_base_ms}) must not exceed backoff_cap_ms ({backoff_cap_ms})"
+            )));
+        }
+        if d.fuel == Some(0) {
+            return Err(invalid("fuel must be positive when given"));
+        }
+        Ok((
+            HandlerLimits {
+                memory_mb,
+                timeout_ms,
+                max_concurrency,
+                fuel: d.fuel,
+            },
+            RetryPolicy {
+                max_retries,
+                backoff_base_ms,
+                backoff_cap_ms,
+            },
+        ))
+    }
+
+    pub fn list(&self, caller: &Principal) -> Result<Vec<Arc<LoadedHandler>>, ServiceError> {
+        caller.require(auth::HANDLERS)?;
+        Ok(self
+            .read()
+            .values()
+            .filter(|h| caller.tenants.contains(&h.record.tenant))
+            .cloned()
+            .collect())
+    }
+
+    pub fn get(&self, caller: &Principal, id: &str) -> Result<Arc<LoadedHandler>, ServiceError> {
+        caller.require(auth::HANDLERS)?;
+        self.read()
+            .get(id)
+            .filter(|h| caller.tenants.contains(&h.record.tenant))
+            .cloned()
+            .ok_or_else(|| ServiceError::NotFound(format!("handler {id} not found")))
+    }
+
+    /// Removes a handler: no new attempts start; running ones finish.
+    pub async fn remove(&self, caller: &Principal, id: &str) -> Result<(), ServiceError> {
+        self.get(caller, id)?;
+        let _one_at_a_time = self.deploying.lock().await;
+        self.store.delete_handler(id)?;
+        self.handlers
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+        self.announce();
+        Ok(())
+    }
+}
+
+/// A handler's id follows from its tenant and type, so redeploying finds it again.
+fn handler_id(tenant: &str, job_type: &str) -> String {
+    let digest = Sha256::digest(format!("{tenant}\0{job_type}").as_bytes());
+    format!("h{}", &hex::encode(digest)[..15])
+}

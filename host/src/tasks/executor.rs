@@ -1,0 +1,435 @@
+//! The Wasm executor: an internal worker for every deployed handler.
+//!
+//! Each handler version has one loop that leases jobs of its type in its tenant through the
+//! same store activation as `ActivateJobs` (worker `wasm:<type>@v<version>`), one at a time,
+//! and starts an attempt for each. Attempts are bounded per handler, per tenant and globally;
+//! the global bound is a FIFO semaphore, so loops of different tenants take turns and one
+//! tenant's backlog delays another's new job by at most a few executions. An attempt's result
+//! goes through the state machine like any worker's: completion (with its follow-up jobs and
+//! attempt log, atomically), or a failure that the handler's retry policy turns into a retry
+//! with backoff or an incident.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+
+use crate::job::state::Event;
+use crate::job::{AttemptLog, Job, JobId, JobPayload, NewJob, TenantScope, now_ms};
+use crate::registry::{HandlerRegistry, LoadedHandler};
+use crate::runtime::{
+    AttemptInput, AttemptLimits, AttemptOutcome, Interrupt, InterruptReason, Runtime,
+};
+use crate::store::{Activation, Extras, JobStore};
+
+/// Attempts running now, by job, so that cancelling a job can interrupt its attempt.
+#[derive(Default)]
+pub struct RunningAttempts {
+    running: Mutex<HashMap<JobId, Arc<Interrupt>>>,
+    changed: tokio::sync::Notify,
+}
+
+impl RunningAttempts {
+    fn start(self: &Arc<Self>, id: JobId) -> AttemptGuard {
+        let interrupt = Arc::new(Interrupt::default());
+        self.lock().insert(id, interrupt.clone());
+        AttemptGuard {
+            attempts: self.clone(),
+            id,
+            interrupt,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, Arc<Interrupt>>> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Interrupts the attempt running for a job, if there is one.
+    pub fn interrupt(&self, id: JobId, reason: InterruptReason) {
+        if let Some(interrupt) = self.lock().get(&id) {
+            interrupt.trigger(reason);
+        }
+    }
+
+    pub fn count(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn interrupt_all(&self, reason: InterruptReason) {
+        for interrupt in self.lock().values() {
+            interrupt.trigger(reason);
+        }
+    }
+
+    /// Waits until no attempt runs, or `limit` passes; true if none runs.
+    async fn drained(&self, limit: Duration) -> bool {
+        let until = tokio::time::Instant::now() + limit;
+        loop {
+            let changed = self.changed.notified();
+            if self.count() == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(until, changed).await.is_err() {
+                return self.count() == 0;
+            }
+        }
+    }
+}
+
+struct AttemptGuard {
+    attempts: Arc<RunningAttempts>,
+    id: JobId,
+    interrupt: Arc<Interrupt>,
+}
+
+impl Drop for AttemptGuard {
+    fn drop(&mut self) {
+        self.attempts.lock().remove(&self.id);
+        self.attempts.changed.notify_waiters();
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ExecutorConfig {
+    /// Attempts running at once on this server.
+    pub max_attempts: usize,
+    /// Attempts running at once for one tenant.
+    pub max_attempts_per_tenant: usize,
+    /// How long running attempts may go on after shutdown begins.
+    pub shutdown_grace: Duration,
+}
+
+pub struct Executor {
+    store: Arc<dyn JobStore>,
+    runtime: Arc<Runtime>,
+    registry: Arc<HandlerRegistry>,
+    attempts: Arc<RunningAttempts>,
+    config: ExecutorConfig,
+    global: Arc<Semaphore>,
+    tenants: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+impl Executor {
+    pub fn new(
+        store: Arc<dyn JobStore>,
+        runtime: Arc<Runtime>,
+        registry: Arc<HandlerRegistry>,
+        attempts: Arc<RunningAttempts>,
+        config: ExecutorConfig,
+    ) -> Executor {
+        Executor {
+            store,
+            runtime,
+            registry,
+            attempts,
+            global: Arc::new(Semaphore::new(config.max_attempts.max(1))),
+            config,
+            tenants: Mutex::default(),
+        }
+    }
+
+    fn tenant_slots(&self, tenant: &str) -> Arc<Semaphore> {
+        let mut tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
+        tenants
+            .entry(tenant.to_string())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.config.max_attempts_per_tenant.max(1))))
+            .clone()
+    }
+
+    /// Runs handler loops as handlers come and go, until `shutdown`; then lets running
+    /// attempts finish within the grace period, interrupts the rest and hands their jobs back.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut changes = self.registry.subscribe();
+        // One loop per handler version; a new version replaces its loop.
+        let mut loops: HashMap<String, (u32, watch::Sender<bool>)> = HashMap::new();
+        loop {
+            let handlers = self.registry.snapshot();
+            let current: HashMap<_, _> = handlers
+                .iter()
+                .map(|h| (h.record.id.clone(), h.clone()))
+                .collect();
+            loops.retain(|id, (version, stop)| {
+                let keep = current
+                    .get(id)
+                    .is_some_and(|h| h.record.current().version == *version);
+                if !keep {
+                    let _ = stop.send(true);
+                }
+                keep
+            });
+            for (id, handler) in current {
+                if loops.contains_key(&id) {
+                    continue;
+                }
+                let (stop, stopped) = watch::channel(false);
+                loops.insert(id, (handler.record.current().version, stop));
+                tokio::spawn(self.clone().handler_loop(handler, stopped));
+            }
+            tokio::select! {
+                changed = changes.changed() => if changed.is_err() { break },
+                _ = shutdown.wait_for(|stop| *stop) => break,
+            }
+        }
+        for (_, stop) in loops.values() {
+            let _ = stop.send(true);
+        }
+        if !self.attempts.drained(self.config.shutdown_grace).await {
+            tracing::info!(
+                running = self.attempts.count(),
+                "grace period over; interrupting running attempts"
+            );
+            self.attempts.interrupt_all(InterruptReason::Shutdown);
+            self.attempts.drained(Duration::from_secs(30)).await;
+        }
+    }
+
+    async fn handler_loop(
+        self: Arc<Self>,
+        handler: Arc<LoadedHandler>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let record = &handler.record;
+        let version = record.current().clone();
+        let worker = record.worker_name(version.version);
+        let own_slots = Arc::new(Semaphore::new(
+            version.limits.max_concurrency.max(1) as usize
+        ));
+        let tenant_slots = self.tenant_slots(&record.tenant);
+        let activation = Activation {
+            job_type: record.job_type.clone(),
+            worker: worker.clone(),
+            scope: TenantScope::only([record.tenant.clone()]),
+            max_jobs: 1,
+            timeout_ms: version.limits.timeout_ms as i64,
+            wait: true,
+        };
+        tracing::info!(handler = %record.id, tenant = %record.tenant, job_type = %record.job_type, version = version.version, "executor serving handler");
+        loop {
+            let slots = tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                permits = acquire_all(&own_slots, &tenant_slots, &self.global, &self.store, activation.clone()) => permits,
+            };
+            let Some((permits, job)) = slots else {
+                // The store is closed: the server is going down.
+                return;
+            };
+            let executor = self.clone();
+            let handler = handler.clone();
+            let worker = worker.clone();
+            tokio::spawn(async move {
+                executor.attempt(&handler, job, &worker).await;
+                drop(permits);
+            });
+        }
+    }
+
+    async fn attempt(&self, handler: &LoadedHandler, job: Job, worker: &str) {
+        let record = &job.record;
+        let version = handler.record.current();
+        let guard = self.attempts.start(record.id);
+        let now = now_ms();
+        let timeout = Duration::from_millis((record.deadline - now).max(1) as u64)
+            .min(Duration::from_millis(version.limits.timeout_ms));
+        let input = AttemptInput {
+            key: record.id.to_string(),
+            job_type: record.job_type.clone(),
+            tenant_id: record.tenant.clone(),
+            retries: record.retries,
+            attempt: record.lease,
+            variables: job.payload.variables.clone(),
+            custom_headers: job.payload.custom_headers.clone().into_iter().collect(),
+            deadline_ms: record.deadline,
+        };
+        let limits = AttemptLimits {
+            memory_mb: version.limits.memory_mb,
+            timeout,
+            fuel: version.limits.fuel,
+        };
+        let result = self
+            .runtime
+            .run(&handler.compiled, &input, limits, guard.interrupt.clone())
+            .await;
+        let mut log = AttemptLog {
+            attempt: record.lease,
+            worker: worker.to_string(),
+            handler_version: version.version,
+            started_at: now,
+            duration_us: result.duration.as_micros() as u64,
+            outcome: String::new(),
+            output: result.output,
+        };
+        let lease = Some(record.lease);
+        let scope = TenantScope::only([record.tenant.clone()]);
+        let (event, follow_ups) = match result.outcome {
+            AttemptOutcome::Interrupted(InterruptReason::Shutdown) => {
+                if let Err(error) = self.store.release(vec![(record.id, record.lease)]).await {
+                    tracing::warn!(job = record.id, %error, "could not hand back an interrupted job");
+                }
+                return;
+            }
+            AttemptOutcome::Interrupted(InterruptReason::Cancelled) => {
+                tracing::info!(
+                    job = record.id,
+                    "attempt interrupted: the job was cancelled"
+                );
+                return;
+            }
+            AttemptOutcome::Completed {
+                variables,
+                follow_ups,
+                status,
+            } => match completion(&variables, status, follow_ups, &job.record.tenant) {
+                Ok((result, follow_ups)) => {
+                    log.outcome = "completed".into();
+                    (Event::Complete { lease, result }, follow_ups)
+                }
+                Err(reason) => {
+                    log.outcome = reason.clone();
+                    (self.failure(&job, handler, reason, false, None), Vec::new())
+                }
+            },
+            AttemptOutcome::Failed {
+                reason,
+                retryable,
+                backoff_ms,
+            } => {
+                log.outcome = reason.clone();
+                (
+                    self.failure(&job, handler, reason, retryable, backoff_ms),
+                    Vec::new(),
+                )
+            }
+        };
+        let extras = Extras {
+            follow_ups,
+            attempt: Some(log),
+        };
+        if let Err(error) = self.store.apply_with(record.id, scope, event, extras).await {
+            tracing::warn!(job = record.id, tenant = %record.tenant, job_type = %record.job_type, %error, "attempt result not applied");
+        }
+        drop(guard);
+    }
+
+    /// The failure event the handler's retry policy makes of a failed attempt.
+    fn failure(
+        &self,
+        job: &Job,
+        handler: &LoadedHandler,
+        reason: String,
+        retryable: bool,
+        backoff_ms: Option<u64>,
+    ) -> Event {
+        let record = &job.record;
+        let policy = &handler.record.current().retry;
+        let failures = record.failures + 1;
+        let retries = if retryable {
+            policy.retries_after_failure(record.retries, failures)
+        } else {
+            0
+        };
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (record.id, record.lease).hash(&mut hasher);
+        let backoff = backoff_ms.unwrap_or_else(|| policy.backoff_ms(failures, hasher.finish()));
+        Event::Fail {
+            lease: Some(record.lease),
+            retries,
+            backoff_ms: backoff.min(crate::job::limits::MAX_BACKOFF_MS as u64) as i64,
+            error: reason,
+        }
+    }
+}
+
+/// Takes a handler slot, then a job, then tenant and global slots (in that order, so that a
+/// loop holds at most one leased job while it waits for its turn).
+async fn acquire_all(
+    own: &Arc<Semaphore>,
+    tenant: &Arc<Semaphore>,
+    global: &Arc<Semaphore>,
+    store: &Arc<dyn JobStore>,
+    activation: Activation,
+) -> Option<([OwnedSemaphorePermit; 3], Job)> {
+    let own = own.clone().acquire_owned().await.ok()?;
+    let mut jobs = store.activate(activation).await.ok()?;
+    let job = jobs.pop()?;
+    let release = (job.record.id, job.record.lease);
+    let permits = async {
+        let tenant = tenant.clone().acquire_owned().await.ok()?;
+        let global = global.clone().acquire_owned().await.ok()?;
+        Some((tenant, global))
+    };
+    // If the loop is stopped while waiting for a turn, the job goes back at once.
+    let mut handback = HandBack {
+        store: store.clone(),
+        lease: Some(release),
+    };
+    let (tenant, global) = permits.await?;
+    handback.lease = None;
+    Some(([own, tenant, global], job))
+}
+
+struct HandBack {
+    store: Arc<dyn JobStore>,
+    lease: Option<(JobId, u32)>,
+}
+
+impl Drop for HandBack {
+    fn drop(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            let store = self.store.clone();
+            tokio::spawn(async move {
+                let _ = store.release(vec![lease]).await;
+            });
+        }
+    }
+}
+
+/// The result variables and follow-up jobs of a completion, or why they are unusable.
+fn completion(
+    variables: &str,
+    status: Option<String>,
+    follow_ups: Vec<crate::runtime::FollowUpRequest>,
+    tenant: &str,
+) -> Result<(String, Vec<NewJob>), String> {
+    let text = if variables.trim().is_empty() {
+        "{}"
+    } else {
+        variables
+    };
+    let mut result = match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => return Err("the handler's result variables are not a JSON object".into()),
+    };
+    if let Some(status) = status {
+        result.insert("status".into(), serde_json::Value::String(status));
+    }
+    let now = now_ms();
+    let mut jobs = Vec::with_capacity(follow_ups.len());
+    for follow_up in follow_ups {
+        let job_type = follow_up.job_type.trim();
+        if job_type.is_empty() || job_type.len() > crate::job::limits::MAX_NAME_BYTES {
+            return Err(format!("follow-up job type '{job_type}' is not valid"));
+        }
+        let variables = match serde_json::from_str::<serde_json::Value>(&follow_up.variables) {
+            Ok(value @ serde_json::Value::Object(_)) => value.to_string(),
+            _ => {
+                return Err(format!(
+                    "the variables of follow-up '{job_type}' are not a JSON object"
+                ));
+            }
+        };
+        jobs.push(NewJob {
+            tenant: tenant.to_string(),
+            job_type: job_type.to_string(),
+            priority: 0,
+            retries: crate::job::limits::DEFAULT_RETRIES,
+            run_at: (follow_up.delay_ms > 0).then(|| now + follow_up.delay_ms as i64),
+            payload: JobPayload {
+                variables,
+                ..JobPayload::default()
+            },
+        });
+    }
+    Ok((serde_json::Value::Object(result).to_string(), jobs))
+}
