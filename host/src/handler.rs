@@ -31,11 +31,12 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// Retries left after the `failures`-th failure of a job that had `job_retries` left
-    /// before it: the lower of the job's count and the policy's.
+    /// Retries left (attempts still allowed, as a job's `retries` counts them) after the
+    /// `failures`-th failure of a job that had `job_retries` before it: the lower of the job's
+    /// count and the policy's, which allows `max_retries + 1` attempts in all.
     pub fn retries_after_failure(&self, job_retries: i32, failures: u32) -> i32 {
         let by_job = job_retries.saturating_sub(1).max(0);
-        let by_policy = i64::from(self.max_retries) - i64::from(failures);
+        let by_policy = i64::from(self.max_retries) + 1 - i64::from(failures);
         by_job.min(by_policy.clamp(0, i64::from(i32::MAX)) as i32)
     }
 
@@ -102,10 +103,11 @@ mod tests {
 
     #[test]
     fn retries_are_bounded_by_the_job_and_the_policy() {
-        assert_eq!(policy().retries_after_failure(10, 1), 2);
+        assert_eq!(policy().retries_after_failure(10, 1), 3);
         assert_eq!(policy().retries_after_failure(2, 1), 1);
         assert_eq!(policy().retries_after_failure(1, 1), 0);
-        assert_eq!(policy().retries_after_failure(10, 3), 0);
+        assert_eq!(policy().retries_after_failure(10, 3), 1);
+        assert_eq!(policy().retries_after_failure(10, 4), 0);
         assert_eq!(policy().retries_after_failure(10, 7), 0);
     }
 

@@ -21,16 +21,50 @@ pub type Client = JobsServiceClient<Channel>;
 pub struct TestServer {
     pub server: Option<jobhost::RunningServer>,
     pub dir: tempfile::TempDir,
+    adjust: fn(&mut jobhost::Config),
+}
+
+/// The bytes of a component built from `plugins/` (examples and fixtures).
+pub fn plugin(name: &str) -> Vec<u8> {
+    let file = format!("{}.wasm", name.replace('-', "_"));
+    let path = Path::new(env!("JOBHOST_PLUGINS_DIR")).join(file);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+pub fn plugin_path(name: &str) -> PathBuf {
+    Path::new(env!("JOBHOST_PLUGINS_DIR")).join(format!("{}.wasm", name.replace('-', "_")))
 }
 
 impl TestServer {
     pub async fn start() -> TestServer {
+        TestServer::start_with(|_| {}).await
+    }
+
+    /// Starts a server whose configuration `adjust` changes first.
+    pub async fn start_with(adjust: fn(&mut jobhost::Config)) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
-        let server = start_in(dir.path()).await;
+        let server = start_in(dir.path(), adjust).await;
         TestServer {
             server: Some(server),
             dir,
+            adjust,
         }
+    }
+
+    /// A REST client calling with `key`.
+    pub fn rest(&self, key: &str) -> jobhost::client::RestClient {
+        jobhost::client::RestClient::new(&self.http_url(), Some(key.into()))
+    }
+
+    /// Deploys a component from `plugins/` (e.g. "echo") through REST; returns the handler.
+    pub async fn deploy(
+        &self,
+        key: &str,
+        plugin_name: &str,
+        query: &str,
+    ) -> Result<serde_json::Value, jobhost::client::ClientError> {
+        let path = format!("/api/v1/handlers?{query}");
+        self.rest(key).upload(&path, plugin(plugin_name)).await
     }
 
     pub fn grpc_url(&self) -> String {
@@ -52,7 +86,7 @@ impl TestServer {
     /// Shuts down gracefully and starts again on the same data.
     pub async fn restart(&mut self) {
         self.stop().await;
-        self.server = Some(start_in(self.dir.path()).await);
+        self.server = Some(start_in(self.dir.path(), self.adjust).await);
     }
 
     pub async fn stop(&mut self) {
@@ -73,9 +107,11 @@ impl TestServer {
     }
 }
 
-async fn start_in(dir: &Path) -> jobhost::RunningServer {
+async fn start_in(dir: &Path, adjust: fn(&mut jobhost::Config)) -> jobhost::RunningServer {
     let mut config = jobhost::Config::local(dir);
     config.admin_key = Some(ADMIN_KEY.into());
+    config.max_attempts = 8;
+    adjust(&mut config);
     jobhost::start(config).await.expect("server starts")
 }
 

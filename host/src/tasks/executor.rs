@@ -24,6 +24,10 @@ use crate::runtime::{
 };
 use crate::store::{Activation, Extras, JobStore};
 
+/// How much longer a Wasm job's lease lasts than its attempt may run, so that the attempt is
+/// stopped and its result recorded before the job could be handed out again.
+const LEASE_MARGIN_MS: u64 = 2_000;
+
 /// Attempts running now, by job, so that cancelling a job can interrupt its attempt.
 #[derive(Default)]
 pub struct RunningAttempts {
@@ -202,7 +206,7 @@ impl Executor {
             worker: worker.clone(),
             scope: TenantScope::only([record.tenant.clone()]),
             max_jobs: 1,
-            timeout_ms: version.limits.timeout_ms as i64,
+            timeout_ms: (version.limits.timeout_ms + LEASE_MARGIN_MS) as i64,
             wait: true,
         };
         tracing::info!(handler = %record.id, tenant = %record.tenant, job_type = %record.job_type, version = version.version, "executor serving handler");
@@ -230,8 +234,9 @@ impl Executor {
         let version = handler.record.current();
         let guard = self.attempts.start(record.id);
         let now = now_ms();
-        let timeout = Duration::from_millis((record.deadline - now).max(1) as u64)
-            .min(Duration::from_millis(version.limits.timeout_ms));
+        // Normally the whole timeout; less only if the job waited long for a free slot.
+        let before_lease_ends = (record.deadline - now - LEASE_MARGIN_MS as i64 / 2).max(1) as u64;
+        let timeout = Duration::from_millis(before_lease_ends.min(version.limits.timeout_ms));
         let input = AttemptInput {
             key: record.id.to_string(),
             job_type: record.job_type.clone(),
@@ -240,7 +245,7 @@ impl Executor {
             attempt: record.lease,
             variables: job.payload.variables.clone(),
             custom_headers: job.payload.custom_headers.clone().into_iter().collect(),
-            deadline_ms: record.deadline,
+            deadline_ms: now + timeout.as_millis() as i64,
         };
         let limits = AttemptLimits {
             memory_mb: version.limits.memory_mb,
