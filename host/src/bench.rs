@@ -1,5 +1,6 @@
-//! `jobhost bench`: end-to-end throughput and wake-up latency of a real server over gRPC,
-//! every change durable. Prints a table; can write the numbers as JSON.
+//! `jobhost bench`: end-to-end throughput (external gRPC workers and the Wasm executor) and
+//! wake-up latency of a real server, every change durable, and the cost of one attempt in a
+//! fresh sandbox. Prints a table; can write the numbers as JSON.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,6 +12,8 @@ use tonic::transport::Channel;
 
 use crate::api::grpc::pb;
 use crate::api::grpc::pb::jobs_service_client::JobsServiceClient;
+use crate::client::RestClient;
+use crate::runtime::{AttemptInput, AttemptLimits, Runtime, RuntimeConfig};
 use crate::server::{Config, start};
 
 const KEY: &str = "bench-admin-key";
@@ -27,6 +30,10 @@ pub struct BenchOptions {
     pub batch: i32,
     /// Samples of the wake-up latency of an idle, long-polling worker.
     pub wake_samples: usize,
+    /// Jobs in the Wasm run (run by the `echo` example handler); 0 skips it.
+    pub wasm_jobs: usize,
+    /// Attempts in the sandbox-overhead run; 0 skips it.
+    pub sandbox_samples: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -41,6 +48,11 @@ pub struct BenchReport {
     pub wake_p50_ms: f64,
     pub wake_p99_ms: f64,
     pub wake_max_ms: f64,
+    /// Jobs created over gRPC and completed by the `echo` Wasm handler per second.
+    pub wasm_jobs_per_second: f64,
+    /// One attempt of `echo` in a fresh sandbox (store, instance, call), in microseconds.
+    pub sandbox_p50_us: f64,
+    pub sandbox_p99_us: f64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,11 +93,11 @@ pub async fn run(options: BenchOptions) -> Result<BenchReport, BenchError> {
     let (seconds, jobs_per_second) = throughput(&client, &options).await?;
     let mut wake = wake_latencies(&client, options.wake_samples).await?;
     wake.sort_by(f64::total_cmp);
-    let at = |q: f64| {
-        wake.get(((wake.len() as f64 * q) as usize).min(wake.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(0.0)
-    };
+    let at = |q: f64| quantile(&wake, q);
+    let rest = RestClient::new(&format!("http://{}", server.http_addr), Some(KEY.into()));
+    let wasm_jobs_per_second = wasm_throughput(&client, &rest, &options).await?;
+    let mut sandbox = sandbox_overhead(options.sandbox_samples).await;
+    sandbox.sort_by(f64::total_cmp);
     let report = BenchReport {
         jobs: options.jobs,
         creators: options.creators,
@@ -96,6 +108,9 @@ pub async fn run(options: BenchOptions) -> Result<BenchReport, BenchError> {
         wake_p50_ms: at(0.50),
         wake_p99_ms: at(0.99),
         wake_max_ms: wake.last().copied().unwrap_or(0.0),
+        wasm_jobs_per_second,
+        sandbox_p50_us: quantile(&sandbox, 0.5),
+        sandbox_p99_us: quantile(&sandbox, 0.99),
     };
     server.shutdown().await?;
     let _ = std::fs::remove_dir_all(&dir);
@@ -165,6 +180,103 @@ async fn throughput(client: &Client, options: &BenchOptions) -> Result<(f64, f64
     Ok((seconds, options.jobs as f64 / seconds))
 }
 
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    let index = ((sorted.len() as f64 * q) as usize).min(sorted.len().saturating_sub(1));
+    sorted.get(index).copied().unwrap_or(0.0)
+}
+
+/// Deploys `echo`, creates the jobs concurrently and waits until all are completed.
+async fn wasm_throughput(
+    client: &Client,
+    rest: &RestClient,
+    options: &BenchOptions,
+) -> Result<f64, BenchError> {
+    if options.wasm_jobs == 0 {
+        return Ok(0.0);
+    }
+    let (_, echo) = crate::examples::EXAMPLES[0];
+    rest.upload(
+        "/api/v1/handlers?type=bench-wasm&max_concurrency=64",
+        echo.to_vec(),
+    )
+    .await
+    .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let started = Instant::now();
+    let mut creators = Vec::new();
+    for n in 0..options.creators {
+        let mut client = client.clone();
+        let count = options.wasm_jobs / options.creators
+            + usize::from(n < options.wasm_jobs % options.creators);
+        creators.push(tokio::spawn(async move {
+            for _ in 0..count {
+                let request = pb::CreateJobRequest {
+                    r#type: "bench-wasm".into(),
+                    variables: r#"{"n":1}"#.into(),
+                    ..Default::default()
+                };
+                client.create_job(keyed(request)).await?;
+            }
+            Ok::<_, BenchError>(())
+        }));
+    }
+    for creator in creators {
+        creator
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))??;
+    }
+    let mut client = client.clone();
+    loop {
+        let request = pb::ListJobsRequest {
+            r#type: "bench-wasm".into(),
+            state: "completed".into(),
+            page_size: 1,
+            ..Default::default()
+        };
+        let page = client.list_jobs(keyed(request)).await?.into_inner();
+        let done = page.pagination.map_or(0, |p| p.total_count) as usize;
+        if done >= options.wasm_jobs {
+            return Ok(options.wasm_jobs as f64 / started.elapsed().as_secs_f64());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Runs `echo` attempts one after another in fresh sandboxes; returns microseconds each.
+async fn sandbox_overhead(samples: usize) -> Vec<f64> {
+    if samples == 0 {
+        return Vec::new();
+    }
+    let runtime = Runtime::new(RuntimeConfig {
+        max_memory_mb: 64,
+        max_concurrent_attempts: 4,
+        cache_dir: None,
+    })
+    .expect("runtime");
+    let (_, echo) = crate::examples::EXAMPLES[0];
+    let handler = runtime.compile(echo).expect("echo compiles");
+    let input = AttemptInput {
+        key: "1".into(),
+        job_type: "echo".into(),
+        tenant_id: "default".into(),
+        retries: 3,
+        attempt: 1,
+        variables: r#"{"n":1}"#.into(),
+        custom_headers: Vec::new(),
+        deadline_ms: 0,
+    };
+    let limits = AttemptLimits {
+        memory_mb: 64,
+        timeout: Duration::from_secs(10),
+        fuel: None,
+    };
+    let mut micros = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let result = runtime.run(&handler, &input, limits, Arc::default()).await;
+        micros.push(result.duration.as_secs_f64() * 1e6);
+    }
+    micros
+}
+
 /// Time from sending CreateJob to an idle long-polling worker holding the job, in ms.
 async fn wake_latencies(client: &Client, samples: usize) -> Result<Vec<f64>, BenchError> {
     let mut latencies = Vec::with_capacity(samples);
@@ -216,7 +328,9 @@ impl BenchReport {
              throughput                     {:.0} jobs/s\n\
              idle worker wake-up p50        {:.3} ms\n\
              idle worker wake-up p99        {:.3} ms\n\
-             idle worker wake-up max        {:.3} ms",
+             idle worker wake-up max        {:.3} ms\n\
+             Wasm (echo) throughput         {:.0} jobs/s\n\
+             sandbox per attempt p50 / p99  {:.1} / {:.1} us",
             self.jobs,
             self.creators,
             self.workers,
@@ -225,7 +339,10 @@ impl BenchReport {
             self.jobs_per_second,
             self.wake_p50_ms,
             self.wake_p99_ms,
-            self.wake_max_ms
+            self.wake_max_ms,
+            self.wasm_jobs_per_second,
+            self.sandbox_p50_us,
+            self.sandbox_p99_us
         )
     }
 }

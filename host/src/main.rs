@@ -95,6 +95,12 @@ struct BenchArgs {
     /// Wake-up latency samples.
     #[arg(long, default_value_t = 200)]
     wake_samples: usize,
+    /// Jobs for the Wasm executor run (0 skips it).
+    #[arg(long, default_value_t = 20_000)]
+    wasm_jobs: usize,
+    /// Sandbox-overhead samples (0 skips them).
+    #[arg(long, default_value_t = 2_000)]
+    sandbox_samples: usize,
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -266,6 +272,8 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         workers: args.workers.max(1),
         batch: args.batch.clamp(1, 100),
         wake_samples: args.wake_samples,
+        wasm_jobs: args.wasm_jobs,
+        sandbox_samples: args.sandbox_samples,
     };
     let report = jobhost::bench::run(options).await?;
     println!("{}", report.table());

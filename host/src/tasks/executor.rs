@@ -27,6 +27,8 @@ use crate::store::{Activation, Extras, JobStore};
 /// How much longer a Wasm job's lease lasts than its attempt may run, so that the attempt is
 /// stopped and its result recorded before the job could be handed out again.
 const LEASE_MARGIN_MS: u64 = 2_000;
+/// Most jobs one handler loop leases at once.
+const MAX_BATCH: usize = 32;
 
 /// Attempts running now, by job, so that cancelling a job can interrupt its attempt.
 #[derive(Default)]
@@ -211,22 +213,61 @@ impl Executor {
         };
         tracing::info!(handler = %record.id, tenant = %record.tenant, job_type = %record.job_type, version = version.version, "executor serving handler");
         loop {
-            let slots = tokio::select! {
+            let batch = tokio::select! {
                 _ = stop.wait_for(|s| *s) => return,
-                permits = acquire_all(&own_slots, &tenant_slots, &self.global, &self.store, activation.clone()) => permits,
+                batch = self.lease_batch(&own_slots, activation.clone()) => batch,
             };
-            let Some((permits, job)) = slots else {
-                // The store is closed: the server is going down.
-                return;
-            };
-            let executor = self.clone();
-            let handler = handler.clone();
-            let worker = worker.clone();
-            tokio::spawn(async move {
-                executor.attempt(&handler, job, &worker).await;
-                drop(permits);
-            });
+            // No batch: the store is closed, the server is going down.
+            let Some((mut own, jobs)) = batch else { return };
+            let mut jobs = jobs.into_iter();
+            while let Some(job) = jobs.next() {
+                let Some(own) = own.split(1) else { break };
+                let turn = tokio::select! {
+                    _ = stop.wait_for(|s| *s) => None,
+                    turn = take_turn(&tenant_slots, &self.global) => turn,
+                };
+                let Some((tenant, global)) = turn else {
+                    // Stopped while waiting for a turn: the jobs go back at once.
+                    let leases = std::iter::once(job)
+                        .chain(jobs)
+                        .map(|job| (job.record.id, job.record.lease))
+                        .collect();
+                    let _ = self.store.release(leases).await;
+                    return;
+                };
+                let executor = self.clone();
+                let handler = handler.clone();
+                let worker = worker.clone();
+                tokio::spawn(async move {
+                    executor.attempt(&handler, job, &worker).await;
+                    drop((own, tenant, global));
+                });
+            }
         }
+    }
+
+    /// Takes at least one of the handler's slots (more if the server has room to run them)
+    /// and leases as many jobs as slots were taken.
+    async fn lease_batch(
+        &self,
+        own_slots: &Arc<Semaphore>,
+        mut activation: Activation,
+    ) -> Option<(OwnedSemaphorePermit, Vec<Job>)> {
+        let mut own = own_slots.clone().acquire_owned().await.ok()?;
+        // When the server is busy only one job is leased at a time, so that a loop never
+        // holds many leased jobs while other tenants wait for their turn.
+        let extra = own_slots
+            .available_permits()
+            .min(self.global.available_permits())
+            .min(MAX_BATCH - 1);
+        if extra > 0
+            && let Ok(more) = own_slots.clone().try_acquire_many_owned(extra as u32)
+        {
+            own.merge(more);
+        }
+        activation.max_jobs = own.num_permits();
+        let jobs = self.store.activate(activation).await.ok()?;
+        Some((own, jobs))
     }
 
     async fn attempt(&self, handler: &LoadedHandler, job: Job, worker: &str) {
@@ -242,7 +283,8 @@ impl Executor {
             job_type: record.job_type.clone(),
             tenant_id: record.tenant.clone(),
             retries: record.retries,
-            attempt: record.lease,
+            // Leases handed back unused do not count: this is the attempt number of the job.
+            attempt: record.failures + 1,
             variables: job.payload.variables.clone(),
             custom_headers: job.payload.custom_headers.clone().into_iter().collect(),
             deadline_ms: now + timeout.as_millis() as i64,
@@ -346,48 +388,15 @@ impl Executor {
     }
 }
 
-/// Takes a handler slot, then a job, then tenant and global slots (in that order, so that a
-/// loop holds at most one leased job while it waits for its turn).
-async fn acquire_all(
-    own: &Arc<Semaphore>,
+/// Waits for a tenant slot, then a global one (a FIFO queue shared by every handler loop,
+/// which is what makes tenants take turns).
+async fn take_turn(
     tenant: &Arc<Semaphore>,
     global: &Arc<Semaphore>,
-    store: &Arc<dyn JobStore>,
-    activation: Activation,
-) -> Option<([OwnedSemaphorePermit; 3], Job)> {
-    let own = own.clone().acquire_owned().await.ok()?;
-    let mut jobs = store.activate(activation).await.ok()?;
-    let job = jobs.pop()?;
-    let release = (job.record.id, job.record.lease);
-    let permits = async {
-        let tenant = tenant.clone().acquire_owned().await.ok()?;
-        let global = global.clone().acquire_owned().await.ok()?;
-        Some((tenant, global))
-    };
-    // If the loop is stopped while waiting for a turn, the job goes back at once.
-    let mut handback = HandBack {
-        store: store.clone(),
-        lease: Some(release),
-    };
-    let (tenant, global) = permits.await?;
-    handback.lease = None;
-    Some(([own, tenant, global], job))
-}
-
-struct HandBack {
-    store: Arc<dyn JobStore>,
-    lease: Option<(JobId, u32)>,
-}
-
-impl Drop for HandBack {
-    fn drop(&mut self) {
-        if let Some(lease) = self.lease.take() {
-            let store = self.store.clone();
-            tokio::spawn(async move {
-                let _ = store.release(vec![lease]).await;
-            });
-        }
-    }
+) -> Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)> {
+    let tenant = tenant.clone().acquire_owned().await.ok()?;
+    let global = global.clone().acquire_owned().await.ok()?;
+    Some((tenant, global))
 }
 
 /// The result variables and follow-up jobs of a completion, or why they are unusable.
