@@ -1,11 +1,19 @@
 //! jobhost: a durable job runner whose handlers are sandboxed WebAssembly components.
 //!
+//! Guest code (the handler SDK, examples and test fixtures) lives in `plugins/` and is built
+//! into components by this crate's build script.
+//!
 //! # Layout
 //! - [`job`]: domain types; [`job::state`] is the only place job transitions are decided.
 //! - [`store`]: the [`store::JobStore`] trait, its sled implementation (single writer, group
 //!   commit, in-memory ready and due-time indexes rebuilt at start-up) and its conformance
 //!   suite.
 //! - [`service`]: the core every API calls: validation, tenant scope, long polls.
+//! - [`handler`]: deployed Wasm handlers as data (versions, limits, retry policy).
+//! - [`registry`]: uploading, listing and removing handlers; their compiled code.
+//! - [`runtime`]: the only code that touches wasmtime: the sandbox of each attempt.
+//! - [`tasks`]: background tasks; [`tasks::executor`] runs jobs with their handlers.
+//! - [`examples`]: the example handlers, embedded for `serve --examples`.
 //! - [`auth`]: API keys, permissions and tenants.
 //! - [`api`]: gRPC (`atom.jobs.v1.JobsService`, health, reflection) and REST adapters.
 //! - [`server`]: wires it all together and runs it until shutdown.
