@@ -136,6 +136,7 @@ pub fn job_message(job: Job) -> pb::Job {
         process_definition_key: process.process_definition_key,
         element_id: process.element_id,
         element_instance_key: process.element_instance_key,
+        attempts: Vec::new(),
     }
 }
 
@@ -284,13 +285,25 @@ impl JobsService for GrpcJobs {
         request: Request<pb::GetJobRequest>,
     ) -> Result<Response<pb::GetJobResponse>, Status> {
         let caller = self.caller(&request)?;
-        let job = self
-            .service
-            .get_job(&caller, &request.get_ref().job_key)
-            .map_err(status)?;
+        let key = &request.get_ref().job_key;
+        let job = self.service.get_job(&caller, key).map_err(status)?;
+        let attempts = self.service.job_attempts(&caller, key).map_err(status)?;
+        let mut message = job_message(job);
+        message.attempts = attempts
+            .into_iter()
+            .map(|a| pb::AttemptRecord {
+                attempt: a.attempt,
+                worker: a.worker,
+                handler_version: a.handler_version,
+                started_at: a.started_at,
+                duration_us: a.duration_us,
+                outcome: a.outcome,
+                output: a.output,
+            })
+            .collect();
         Ok(Response::new(pb::GetJobResponse {
             success: true,
-            job: Some(job_message(job)),
+            job: Some(message),
         }))
     }
 
