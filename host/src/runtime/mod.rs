@@ -29,8 +29,8 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-use jobhost::plugin::host::Level;
-use jobhost::plugin::types as wit;
+use self::jobhost::plugin::host::Level;
+use self::jobhost::plugin::types as wit;
 
 /// How often running guests are interrupted to check their deadline and yield to tokio.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -247,7 +247,7 @@ impl WasiView for AttemptState {
     }
 }
 
-impl jobhost::plugin::host::Host for AttemptState {
+impl self::jobhost::plugin::host::Host for AttemptState {
     async fn log(&mut self, level: Level, message: String) {
         let level = match level {
             Level::Trace => "trace",
