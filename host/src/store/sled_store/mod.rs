@@ -91,6 +91,24 @@ impl SledStore {
         self.commands.send(command).map_err(|_| StoreError::Closed)
     }
 
+    /// Writes outside the job writer (rare changes: keys, handlers), flushed before returning.
+    fn insert_durably(
+        &self,
+        tree: &sled::Tree,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<(), StoreError> {
+        tree.insert(key, value).map_err(io)?;
+        self.db.flush().map_err(io)?;
+        Ok(())
+    }
+
+    fn remove_durably(&self, tree: &sled::Tree, key: &[u8]) -> Result<bool, StoreError> {
+        let existed = tree.remove(key).map_err(io)?.is_some();
+        self.db.flush().map_err(io)?;
+        Ok(existed)
+    }
+
     fn payload(&self, id: JobId) -> Result<JobPayload, StoreError> {
         match self.jobs.get(payload_key(id)).map_err(io)? {
             Some(bytes) => codec::decode(&bytes),
@@ -118,6 +136,13 @@ impl SledStore {
             &payload.process.process_instance_key,
         ) && equals(&query.element_id, &payload.process.element_id)
     }
+}
+
+/// Every value of a small tree (keys, handlers), decoded.
+fn decode_all<T: serde::de::DeserializeOwned>(tree: &sled::Tree) -> Result<Vec<T>, StoreError> {
+    tree.iter()
+        .map(|entry| codec::decode(&entry.map_err(io)?.1))
+        .collect()
 }
 
 /// Hands back the leases of an activation whose caller stopped waiting after the store had
@@ -269,51 +294,32 @@ impl JobStore for SledStore {
     }
 
     fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
-        self.api_keys
-            .iter()
-            .map(|entry| codec::decode(&entry.map_err(io)?.1))
-            .collect()
+        decode_all(&self.api_keys)
     }
 
     fn put_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
-        self.api_keys
-            .insert(key.id.as_bytes(), codec::encode(key))
-            .map_err(io)?;
-        self.db.flush().map_err(io)?;
-        Ok(())
+        self.insert_durably(&self.api_keys, key.id.as_bytes(), &codec::encode(key))
     }
 
     fn delete_api_key(&self, id: &str) -> Result<bool, StoreError> {
-        let existed = self.api_keys.remove(id.as_bytes()).map_err(io)?.is_some();
-        self.db.flush().map_err(io)?;
-        Ok(existed)
+        self.remove_durably(&self.api_keys, id.as_bytes())
     }
 
     fn handlers(&self) -> Result<Vec<HandlerRecord>, StoreError> {
-        self.handlers
-            .iter()
-            .map(|entry| codec::decode(&entry.map_err(io)?.1))
-            .collect()
+        decode_all(&self.handlers)
     }
 
     fn put_handler(&self, handler: &HandlerRecord) -> Result<(), StoreError> {
-        self.handlers
-            .insert(handler.id.as_bytes(), codec::encode(handler))
-            .map_err(io)?;
-        self.db.flush().map_err(io)?;
-        Ok(())
+        let bytes = codec::encode(handler);
+        self.insert_durably(&self.handlers, handler.id.as_bytes(), &bytes)
     }
 
     fn delete_handler(&self, id: &str) -> Result<bool, StoreError> {
-        let existed = self.handlers.remove(id.as_bytes()).map_err(io)?.is_some();
-        self.db.flush().map_err(io)?;
-        Ok(existed)
+        self.remove_durably(&self.handlers, id.as_bytes())
     }
 
     fn put_component(&self, sha256: &[u8; 32], bytes: &[u8]) -> Result<(), StoreError> {
-        self.components.insert(sha256, bytes).map_err(io)?;
-        self.db.flush().map_err(io)?;
-        Ok(())
+        self.insert_durably(&self.components, sha256, bytes)
     }
 
     fn component(&self, sha256: &[u8; 32]) -> Result<Option<Vec<u8>>, StoreError> {
