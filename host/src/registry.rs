@@ -136,6 +136,11 @@ impl HandlerRegistry {
         &self.maxima
     }
 
+    /// The version new attempts of a handler must use; `None` once it is removed.
+    pub fn current_version(&self, id: &str) -> Option<u32> {
+        self.read().get(id).map(|h| h.record.current().version)
+    }
+
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
     }

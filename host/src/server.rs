@@ -124,7 +124,11 @@ impl RunningServer {
 /// Opens the store and starts serving gRPC and HTTP.
 pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     std::fs::create_dir_all(&config.data_dir).map_err(|e| StoreError::Io(e.to_string()))?;
-    let store: Arc<dyn JobStore> = Arc::new(SledStore::open(&config.data_dir)?);
+    let dir = config.data_dir.clone();
+    let store = tokio::task::spawn_blocking(move || SledStore::open(&dir))
+        .await
+        .map_err(|e| StoreError::Io(e.to_string()))??;
+    let store: Arc<dyn JobStore> = Arc::new(store);
     let auth = Arc::new(Auth::load(store.clone(), config.admin_key.as_deref())?);
     let (stop, stopping) = watch::channel(false);
     let runtime = Arc::new(Runtime::new(RuntimeConfig {

@@ -83,6 +83,15 @@ impl TestServer {
         connect(&self.grpc_url()).await
     }
 
+    /// A plain channel, for the services other than JobsService.
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(self.grpc_url())
+            .expect("valid url")
+            .connect()
+            .await
+            .expect("connects")
+    }
+
     /// Shuts down gracefully and starts again on the same data.
     pub async fn restart(&mut self) {
         self.stop().await;
@@ -173,6 +182,20 @@ pub async fn activate_with(
         jobs.extend(response.jobs);
     }
     Ok(jobs)
+}
+
+/// Creates a job and leases it to `worker`; returns the bare key and the leased key.
+pub async fn create_and_activate(
+    client: &mut Client,
+    job_type: &str,
+    worker: &str,
+) -> (String, String) {
+    let key = create(client, job_type, "{}").await;
+    let leased = activate(client, job_type, worker, 1, 0)
+        .await
+        .remove(0)
+        .job_key;
+    (key, leased)
 }
 
 /// Activates without waiting, as the admin.

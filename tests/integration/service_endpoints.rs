@@ -8,11 +8,7 @@ use crate::harness::*;
 #[tokio::test]
 async fn the_grpc_health_service_reports_serving() {
     let server = TestServer::start().await;
-    let channel = tonic::transport::Channel::from_shared(server.grpc_url())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = server.channel().await;
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
     let request = tonic_health::pb::HealthCheckRequest {
         service: "atom.jobs.v1.JobsService".into(),
@@ -32,11 +28,7 @@ async fn server_reflection_lists_the_jobs_service() {
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
     let server = TestServer::start().await;
-    let channel = tonic::transport::Channel::from_shared(server.grpc_url())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = server.channel().await;
     let mut reflection = ServerReflectionClient::new(channel);
     let request = ServerReflectionRequest {
         host: String::new(),

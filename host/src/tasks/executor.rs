@@ -219,6 +219,16 @@ impl Executor {
             };
             // No batch: the store is closed, the server is going down.
             let Some((mut own, jobs)) = batch else { return };
+            // A loop parked in a long poll can be handed jobs after its version was replaced
+            // or removed; those go back at once to whatever serves the type now.
+            if self.registry.current_version(&record.id) != Some(version.version) {
+                let leases = jobs
+                    .iter()
+                    .map(|job| (job.record.id, job.record.lease))
+                    .collect();
+                let _ = self.store.release(leases).await;
+                return;
+            }
             let mut jobs = jobs.into_iter();
             while let Some(job) = jobs.next() {
                 let Some(own) = own.split(1) else { break };

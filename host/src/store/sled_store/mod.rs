@@ -47,17 +47,7 @@ impl Drop for SledStore {
 impl SledStore {
     /// Opens (or creates) the store in `dir` and rebuilds its indexes.
     pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(CACHE_BYTES)
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .map_err(|error| {
-                StoreError::Io(format!(
-                    "cannot open the data directory {}: {error}",
-                    dir.display()
-                ))
-            })?;
+        let db = open_when_free(dir)?;
         let jobs = db.open_tree("jobs").map_err(io)?;
         let api_keys = db.open_tree("api_keys").map_err(io)?;
         let handlers = db.open_tree("handlers").map_err(io)?;
@@ -135,6 +125,40 @@ impl SledStore {
             &query.process_instance_key,
             &payload.process.process_instance_key,
         ) && equals(&query.element_id, &payload.process.element_id)
+    }
+}
+
+/// How long opening waits for a previous server on the same directory to let go of it.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Opens the database, waiting a little while another server (one that is just stopping)
+/// still holds the directory's lock.
+fn open_when_free(dir: &Path) -> Result<sled::Db, StoreError> {
+    let started = std::time::Instant::now();
+    loop {
+        let opened = sled::Config::new()
+            .path(dir)
+            .cache_capacity(CACHE_BYTES)
+            .mode(sled::Mode::HighThroughput)
+            .open();
+        match opened {
+            Ok(db) => return Ok(db),
+            Err(error) if error.to_string().contains("could not acquire lock") => {
+                if started.elapsed() > LOCK_WAIT {
+                    return Err(StoreError::Io(format!(
+                        "the data directory {} is in use by another jobhost server",
+                        dir.display()
+                    )));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(error) => {
+                return Err(StoreError::Io(format!(
+                    "cannot open the data directory {}: {error}",
+                    dir.display()
+                )));
+            }
+        }
     }
 }
 
