@@ -121,22 +121,12 @@ async fn throughput(client: &Client, options: &BenchOptions) -> Result<(f64, f64
     let completed = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for n in 0..options.creators {
-        let mut client = client.clone();
-        let count =
-            options.jobs / options.creators + usize::from(n < options.jobs % options.creators);
-        tasks.push(tokio::spawn(async move {
-            for _ in 0..count {
-                let request = pb::CreateJobRequest {
-                    r#type: "bench".into(),
-                    variables: r#"{"n":1}"#.into(),
-                    ..Default::default()
-                };
-                client.create_job(keyed(request)).await?;
-            }
-            Ok::<_, BenchError>(())
-        }));
-    }
+    tasks.extend(spawn_creators(
+        client,
+        "bench",
+        options.jobs,
+        options.creators,
+    ));
     for n in 0..options.workers {
         let mut client = client.clone();
         let completed = completed.clone();
@@ -180,6 +170,32 @@ async fn throughput(client: &Client, options: &BenchOptions) -> Result<(f64, f64
     Ok((seconds, options.jobs as f64 / seconds))
 }
 
+/// Starts `creators` tasks that create `jobs` jobs of `job_type` between them.
+fn spawn_creators(
+    client: &Client,
+    job_type: &'static str,
+    jobs: usize,
+    creators: usize,
+) -> Vec<tokio::task::JoinHandle<Result<(), BenchError>>> {
+    (0..creators)
+        .map(|n| {
+            let mut client = client.clone();
+            let count = jobs / creators + usize::from(n < jobs % creators);
+            tokio::spawn(async move {
+                for _ in 0..count {
+                    let request = pb::CreateJobRequest {
+                        r#type: job_type.into(),
+                        variables: r#"{"n":1}"#.into(),
+                        ..Default::default()
+                    };
+                    client.create_job(keyed(request)).await?;
+                }
+                Ok(())
+            })
+        })
+        .collect()
+}
+
 fn quantile(sorted: &[f64], q: f64) -> f64 {
     let index = ((sorted.len() as f64 * q) as usize).min(sorted.len().saturating_sub(1));
     sorted.get(index).copied().unwrap_or(0.0)
@@ -202,23 +218,7 @@ async fn wasm_throughput(
     .await
     .map_err(|e| std::io::Error::other(e.to_string()))?;
     let started = Instant::now();
-    let mut creators = Vec::new();
-    for n in 0..options.creators {
-        let mut client = client.clone();
-        let count = options.wasm_jobs / options.creators
-            + usize::from(n < options.wasm_jobs % options.creators);
-        creators.push(tokio::spawn(async move {
-            for _ in 0..count {
-                let request = pb::CreateJobRequest {
-                    r#type: "bench-wasm".into(),
-                    variables: r#"{"n":1}"#.into(),
-                    ..Default::default()
-                };
-                client.create_job(keyed(request)).await?;
-            }
-            Ok::<_, BenchError>(())
-        }));
-    }
+    let creators = spawn_creators(client, "bench-wasm", options.wasm_jobs, options.creators);
     for creator in creators {
         creator
             .await

@@ -419,13 +419,8 @@ impl JobService {
         Ok(record)
     }
 
-    /// The Wasm attempts logged for a job, oldest first.
-    pub fn job_attempts(
-        &self,
-        caller: &Principal,
-        key: &str,
-    ) -> Result<Vec<AttemptLog>, ServiceError> {
-        let job = self.get_job(caller, key)?;
+    /// The Wasm attempts logged for a job read with [`JobService::get_job`], oldest first.
+    pub fn attempts_of(&self, job: &Job) -> Result<Vec<AttemptLog>, ServiceError> {
         Ok(self.store.attempts(job.record.id)?)
     }
 

@@ -26,11 +26,11 @@ pub struct TestServer {
 
 /// The bytes of a component built from `plugins/` (examples and fixtures).
 pub fn plugin(name: &str) -> Vec<u8> {
-    let file = format!("{}.wasm", name.replace('-', "_"));
-    let path = Path::new(env!("JOBHOST_PLUGINS_DIR")).join(file);
+    let path = plugin_path(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// Where a component built from `plugins/` is (cargo names the file with underscores).
 pub fn plugin_path(name: &str) -> PathBuf {
     Path::new(env!("JOBHOST_PLUGINS_DIR")).join(format!("{}.wasm", name.replace('-', "_")))
 }

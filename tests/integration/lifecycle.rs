@@ -17,11 +17,7 @@ fn fail_request(key: &str, retries: i32, backoff_ms: i64) -> FailJobRequest {
 async fn completing_an_activated_job_stores_its_result() {
     let server = TestServer::start().await;
     let mut client = server.client().await;
-    let key = create(&mut client, "t", "{}").await;
-    let leased = activate(&mut client, "t", "w1", 1, 0)
-        .await
-        .remove(0)
-        .job_key;
+    let (key, leased) = create_and_activate(&mut client, "t", "w1").await;
     let mut request = CompleteJobRequest {
         job_key: leased,
         variables: Default::default(),
@@ -84,11 +80,7 @@ async fn completing_a_job_that_is_not_activated_is_refused() {
 async fn a_failure_with_retries_and_backoff_waits_then_is_activatable() {
     let server = TestServer::start().await;
     let mut client = server.client().await;
-    let key = create(&mut client, "t", "{}").await;
-    let leased = activate(&mut client, "t", "w1", 1, 0)
-        .await
-        .remove(0)
-        .job_key;
+    let (key, leased) = create_and_activate(&mut client, "t", "w1").await;
     let response = client
         .fail_job(admin(fail_request(&leased, 2, 300)))
         .await
@@ -108,11 +100,7 @@ async fn a_failure_with_retries_and_backoff_waits_then_is_activatable() {
 async fn a_failure_without_backoff_is_activatable_at_once() {
     let server = TestServer::start().await;
     let mut client = server.client().await;
-    let key = create(&mut client, "t", "{}").await;
-    let leased = activate(&mut client, "t", "w1", 1, 0)
-        .await
-        .remove(0)
-        .job_key;
+    let (key, leased) = create_and_activate(&mut client, "t", "w1").await;
     client
         .fail_job(admin(fail_request(&leased, 1, 0)))
         .await
@@ -124,11 +112,7 @@ async fn a_failure_without_backoff_is_activatable_at_once() {
 async fn a_failure_without_retries_is_an_incident_that_new_retries_revive() {
     let server = TestServer::start().await;
     let mut client = server.client().await;
-    let key = create(&mut client, "t", "{}").await;
-    let leased = activate(&mut client, "t", "w1", 1, 0)
-        .await
-        .remove(0)
-        .job_key;
+    let (key, leased) = create_and_activate(&mut client, "t", "w1").await;
     client
         .fail_job(admin(fail_request(&leased, 0, 0)))
         .await
@@ -250,11 +234,7 @@ async fn a_heartbeat_extends_the_lease() {
 async fn a_cancelled_job_tells_its_worker_to_stop() {
     let server = TestServer::start().await;
     let mut client = server.client().await;
-    let key = create(&mut client, "t", "{}").await;
-    let leased = activate(&mut client, "t", "w1", 1, 0)
-        .await
-        .remove(0)
-        .job_key;
+    let (key, leased) = create_and_activate(&mut client, "t", "w1").await;
     let cancel = CancelJobRequest {
         job_key: key.clone(),
     };
@@ -290,11 +270,7 @@ async fn a_cancelled_job_tells_its_worker_to_stop() {
 async fn a_completed_job_cannot_be_cancelled() {
     let server = TestServer::start().await;
     let mut client = server.client().await;
-    let key = create(&mut client, "t", "{}").await;
-    let leased = activate(&mut client, "t", "w1", 1, 0)
-        .await
-        .remove(0)
-        .job_key;
+    let (key, leased) = create_and_activate(&mut client, "t", "w1").await;
     complete(&mut client, &leased).await.unwrap();
     let cancel = CancelJobRequest { job_key: key };
     assert_code(

@@ -287,7 +287,7 @@ impl JobsService for GrpcJobs {
         let caller = self.caller(&request)?;
         let key = &request.get_ref().job_key;
         let job = self.service.get_job(&caller, key).map_err(status)?;
-        let attempts = self.service.job_attempts(&caller, key).map_err(status)?;
+        let attempts = self.service.attempts_of(&job).map_err(status)?;
         let mut message = job_message(job);
         message.attempts = attempts
             .into_iter()

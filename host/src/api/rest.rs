@@ -279,7 +279,7 @@ async fn create_job(State(api): State<Api>, headers: HeaderMap, bytes: Bytes) ->
 async fn get_job(State(api): State<Api>, headers: HeaderMap, Path(key): Path<String>) -> Reply {
     let caller = caller(&api, &headers)?;
     let job = api.service.get_job(&caller, &key)?;
-    let attempts = api.service.job_attempts(&caller, &key)?;
+    let attempts = api.service.attempts_of(&job)?;
     let mut value = job_json(&job);
     value["attempts"] = attempts
         .iter()
