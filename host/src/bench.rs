@@ -1,6 +1,7 @@
 //! `jobhost bench`: end-to-end throughput (external gRPC workers and the Wasm executor) and
 //! wake-up latency of a real server, every change durable, and the cost of one attempt in a
-//! fresh sandbox. Prints a table; can write the numbers as JSON.
+//! fresh sandbox; how late triggers fire, and what idle triggers cost. Prints a table; can write
+//! the numbers as JSON.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -34,6 +35,10 @@ pub struct BenchOptions {
     pub wasm_jobs: usize,
     /// Attempts in the sandbox-overhead run; 0 skips it.
     pub sandbox_samples: usize,
+    /// Fires of a 1s interval trigger whose lateness is measured; 0 skips it.
+    pub trigger_fires: usize,
+    /// Idle triggers whose CPU cost is measured; 0 skips it.
+    pub idle_triggers: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -53,6 +58,14 @@ pub struct BenchReport {
     /// One attempt of `echo` in a fresh sandbox (store, instance, call), in microseconds.
     pub sandbox_p50_us: f64,
     pub sandbox_p99_us: f64,
+    /// Job creation time minus scheduled fire time, in ms (the job's timestamps are whole ms).
+    pub trigger_late_p50_ms: f64,
+    pub trigger_late_max_ms: f64,
+    pub idle_triggers: usize,
+    /// CPU used by the whole idle process, in percent of one core, before the idle triggers
+    /// were created and after.
+    pub idle_cpu_percent: f64,
+    pub idle_triggers_cpu_percent: f64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +111,10 @@ pub async fn run(options: BenchOptions) -> Result<BenchReport, BenchError> {
     let wasm_jobs_per_second = wasm_throughput(&client, &rest, &options).await?;
     let mut sandbox = sandbox_overhead(options.sandbox_samples).await;
     sandbox.sort_by(f64::total_cmp);
+    let mut lateness = trigger_lateness(&rest, options.trigger_fires).await?;
+    lateness.sort_by(f64::total_cmp);
+    let (idle_cpu_percent, idle_triggers_cpu_percent) =
+        idle_trigger_cpu(&rest, options.idle_triggers).await?;
     let report = BenchReport {
         jobs: options.jobs,
         creators: options.creators,
@@ -111,6 +128,11 @@ pub async fn run(options: BenchOptions) -> Result<BenchReport, BenchError> {
         wasm_jobs_per_second,
         sandbox_p50_us: quantile(&sandbox, 0.5),
         sandbox_p99_us: quantile(&sandbox, 0.99),
+        trigger_late_p50_ms: quantile(&lateness, 0.5),
+        trigger_late_max_ms: lateness.last().copied().unwrap_or(0.0),
+        idle_triggers: options.idle_triggers,
+        idle_cpu_percent,
+        idle_triggers_cpu_percent,
     };
     server.shutdown().await?;
     let _ = std::fs::remove_dir_all(&dir);
@@ -277,6 +299,110 @@ async fn sandbox_overhead(samples: usize) -> Vec<f64> {
     micros
 }
 
+fn refused(error: crate::client::ClientError) -> BenchError {
+    BenchError::Io(std::io::Error::other(error.to_string()))
+}
+
+/// Lets a 1s interval trigger fire `fires` times; returns how late each job was created.
+async fn trigger_lateness(rest: &RestClient, fires: usize) -> Result<Vec<f64>, BenchError> {
+    if fires == 0 {
+        return Ok(Vec::new());
+    }
+    let definition =
+        serde_json::json!({"name": "bench-tick", "type": "bench-tick", "interval": "1s"});
+    let trigger = rest
+        .call(reqwest::Method::POST, "/api/v1/triggers", Some(definition))
+        .await
+        .map_err(refused)?;
+    let path = format!(
+        "/api/v1/triggers/{}",
+        trigger["id"].as_str().unwrap_or_default()
+    );
+    tokio::time::sleep(Duration::from_millis(fires as u64 * 1000 + 1200)).await;
+    rest.call(reqwest::Method::DELETE, &path, None)
+        .await
+        .map_err(refused)?;
+    let listing = "/api/v1/jobs?type=bench-tick&page_size=100";
+    let jobs = rest
+        .call(reqwest::Method::GET, listing, None)
+        .await
+        .map_err(refused)?;
+    let epoch_ms = |text: &serde_json::Value| {
+        text.as_str()
+            .and_then(|t| crate::service::parse_time("t", t).ok())
+    };
+    Ok(jobs["jobs"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|job| {
+            let scheduled = epoch_ms(&job["custom_headers"]["jobhost-scheduled-at"])?;
+            let created = epoch_ms(&job["created_at"])?;
+            Some((created - scheduled) as f64)
+        })
+        .collect())
+}
+
+/// The CPU the whole idle process uses (percent of one core) without triggers, and after
+/// `count` triggers that will not fire for months were created.
+async fn idle_trigger_cpu(rest: &RestClient, count: usize) -> Result<(f64, f64), BenchError> {
+    if count == 0 {
+        return Ok((0.0, 0.0));
+    }
+    let without = idle_cpu_percent().await;
+    let rest = Arc::new(rest.clone());
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut creators = Vec::new();
+    for _ in 0..16 {
+        let (rest, next) = (rest.clone(), next.clone());
+        creators.push(tokio::spawn(async move {
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= count {
+                    return Ok::<(), BenchError>(());
+                }
+                // Midnight of January 1st: months away whenever the bench runs, except on New
+                // Year's Eve.
+                let definition = serde_json::json!({
+                    "name": format!("idle-{n}"), "type": "bench-idle", "cron": "0 0 1 1 *"
+                });
+                rest.call(reqwest::Method::POST, "/api/v1/triggers", Some(definition))
+                    .await
+                    .map_err(refused)?;
+            }
+        }));
+    }
+    for creator in creators {
+        creator
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))??;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    Ok((without, idle_cpu_percent().await))
+}
+
+/// CPU used by this process over five seconds in which the bench itself does nothing.
+async fn idle_cpu_percent() -> f64 {
+    let Some(before) = process_cpu_seconds() else {
+        return f64::NAN;
+    };
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let used = process_cpu_seconds().unwrap_or(before) - before;
+    used / started.elapsed().as_secs_f64() * 100.0
+}
+
+/// User plus system CPU time of this process, from `/proc/self/stat` (Linux).
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesized command name; utime and stime are the 12th and 13th.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // The kernel's USER_HZ is 100 on every Linux architecture this runs on.
+    Some(ticks / 100.0)
+}
+
 /// Time from sending CreateJob to an idle long-polling worker holding the job, in ms.
 async fn wake_latencies(client: &Client, samples: usize) -> Result<Vec<f64>, BenchError> {
     let mut latencies = Vec::with_capacity(samples);
@@ -330,7 +456,10 @@ impl BenchReport {
              idle worker wake-up p99        {:.3} ms\n\
              idle worker wake-up max        {:.3} ms\n\
              Wasm (echo) throughput         {:.0} jobs/s\n\
-             sandbox per attempt p50 / p99  {:.1} / {:.1} us",
+             sandbox per attempt p50 / p99  {:.1} / {:.1} us\n\
+             trigger fire late p50 / max    {:.0} / {:.0} ms\n\
+             idle CPU, no triggers          {:.2} % of a core\n\
+             idle CPU, {} triggers       {:.2} % of a core",
             self.jobs,
             self.creators,
             self.workers,
@@ -342,7 +471,12 @@ impl BenchReport {
             self.wake_max_ms,
             self.wasm_jobs_per_second,
             self.sandbox_p50_us,
-            self.sandbox_p99_us
+            self.sandbox_p99_us,
+            self.trigger_late_p50_ms,
+            self.trigger_late_max_ms,
+            self.idle_cpu_percent,
+            self.idle_triggers,
+            self.idle_triggers_cpu_percent
         )
     }
 }

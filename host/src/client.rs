@@ -17,6 +17,7 @@ pub enum ClientError {
     Unexpected { status: u16, body: String },
 }
 
+#[derive(Clone)]
 pub struct RestClient {
     server: String,
     api_key: Option<String>,

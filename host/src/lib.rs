@@ -9,10 +9,14 @@
 //!   commit, in-memory ready and due-time indexes rebuilt at start-up) and its conformance
 //!   suite.
 //! - [`service`]: the core every API calls: validation, tenant scope, long polls.
+//! - [`trigger`]: cron and interval triggers as data; [`trigger::plan`] decides what one
+//!   firing does.
+//! - [`clock`]: the time the trigger scheduler reads (a manual one for tests).
 //! - [`handler`]: deployed Wasm handlers as data (versions, limits, retry policy).
 //! - [`registry`]: uploading, listing and removing handlers; their compiled code.
 //! - [`runtime`]: the only code that touches wasmtime: the sandbox of each attempt.
-//! - [`tasks`]: background tasks; [`tasks::executor`] runs jobs with their handlers.
+//! - [`tasks`]: background tasks; [`tasks::executor`] runs jobs with their handlers and
+//!   [`tasks::scheduler`] fires triggers when they are due.
 //! - [`examples`]: the example handlers, embedded for `serve --examples`.
 //! - [`auth`]: API keys, permissions and tenants.
 //! - [`api`]: gRPC (`atom.jobs.v1.JobsService`, health, reflection) and REST adapters.
@@ -24,6 +28,7 @@ pub mod api;
 pub mod auth;
 pub mod bench;
 pub mod client;
+pub mod clock;
 pub mod examples;
 pub mod handler;
 pub mod job;
@@ -33,5 +38,6 @@ pub mod server;
 pub mod service;
 pub mod store;
 pub mod tasks;
+pub mod trigger;
 
 pub use server::{Config, RunningServer, ServerError, start};

@@ -41,6 +41,13 @@ enum Command {
         #[command(subcommand)]
         command: HandlersCommand,
     },
+    /// Manage cron and interval triggers on a running server.
+    Triggers {
+        #[command(flatten)]
+        connection: Connection,
+        #[command(subcommand)]
+        command: TriggersCommand,
+    },
     /// Manage API keys on a running server.
     Keys {
         #[command(flatten)]
@@ -101,6 +108,12 @@ struct BenchArgs {
     /// Sandbox-overhead samples (0 skips them).
     #[arg(long, default_value_t = 2_000)]
     sandbox_samples: usize,
+    /// Fires of a 1s trigger whose lateness is measured (0 skips them).
+    #[arg(long, default_value_t = 10)]
+    trigger_fires: usize,
+    /// Idle triggers whose CPU cost is measured (0 skips it).
+    #[arg(long, default_value_t = 10_000)]
+    idle_triggers: usize,
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -196,6 +209,91 @@ enum HandlersCommand {
     Remove { id: String },
 }
 
+#[derive(Args)]
+struct AddTrigger {
+    /// Unique within the tenant.
+    name: String,
+    #[arg(long = "type")]
+    job_type: String,
+    /// Cron expression: 5 fields, or 6 with seconds first.
+    #[arg(
+        long,
+        required_unless_present = "interval",
+        conflicts_with = "interval"
+    )]
+    cron: Option<String>,
+    /// IANA time zone of the cron expression (default UTC).
+    #[arg(long, requires = "cron")]
+    tz: Option<String>,
+    /// Fixed interval such as 30s, 15m, 1h30m, 2d or 1w.
+    #[arg(long)]
+    interval: Option<String>,
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Variables of every created job, as a JSON object.
+    #[arg(long)]
+    variables: Option<String>,
+    #[arg(long)]
+    retries: Option<i32>,
+    #[arg(long)]
+    priority: Option<i32>,
+    /// After downtime, skip missed fires instead of creating them.
+    #[arg(long)]
+    no_catch_up: bool,
+    /// Most missed fires created after downtime (default 100).
+    #[arg(long)]
+    max_catch_up: Option<u32>,
+    /// No fire after this RFC 3339 time.
+    #[arg(long, conflicts_with = "lifetime")]
+    end_at: Option<String>,
+    /// Stop this long after creation, e.g. 24h.
+    #[arg(long)]
+    lifetime: Option<String>,
+    /// allow, or skip a fire while the previous job is unfinished.
+    #[arg(long)]
+    overlap: Option<String>,
+    /// Create the trigger paused.
+    #[arg(long)]
+    paused: bool,
+}
+
+#[derive(Subcommand)]
+enum TriggersCommand {
+    /// Add a trigger that creates a job of a type on a schedule.
+    Add(Box<AddTrigger>),
+    /// List triggers with their next and last fire times.
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long = "type")]
+        job_type: Option<String>,
+    },
+    /// Show one trigger (by id, or by name with --tenant when names repeat across tenants).
+    Get {
+        trigger: String,
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Stop firing until resumed.
+    Pause {
+        trigger: String,
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Fire again from now on (fires missed while paused are not created).
+    Resume {
+        trigger: String,
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Remove a trigger; the jobs it created stay.
+    Remove {
+        trigger: String,
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+}
+
 #[derive(Subcommand)]
 enum KeysCommand {
     /// Create a key; prints the key alone on the last line.
@@ -232,6 +330,10 @@ async fn main() -> anyhow::Result<()> {
             connection,
             command,
         } => handlers(client(&connection), command).await,
+        Command::Triggers {
+            connection,
+            command,
+        } => triggers(client(&connection), command).await,
     }
 }
 
@@ -274,6 +376,8 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         wake_samples: args.wake_samples,
         wasm_jobs: args.wasm_jobs,
         sandbox_samples: args.sandbox_samples,
+        trigger_fires: args.trigger_fires,
+        idle_triggers: args.idle_triggers,
     };
     let report = jobhost::bench::run(options).await?;
     println!("{}", report.table());
@@ -432,6 +536,141 @@ async fn handlers(client: RestClient, command: HandlersCommand) -> anyhow::Resul
         }
     }
     Ok(())
+}
+
+async fn triggers(client: RestClient, command: TriggersCommand) -> anyhow::Result<()> {
+    match command {
+        TriggersCommand::Add(add) => {
+            let AddTrigger {
+                name,
+                job_type,
+                cron,
+                tz,
+                interval,
+                tenant,
+                variables,
+                retries,
+                priority,
+                no_catch_up,
+                max_catch_up,
+                end_at,
+                lifetime,
+                overlap,
+                paused,
+            } = *add;
+            let variables: Option<Value> = variables
+                .map(|text| serde_json::from_str(&text).context("--variables is not valid JSON"))
+                .transpose()?;
+            let mut definition = serde_json::json!({
+                "name": name,
+                "type": job_type,
+                "cron": cron,
+                "time_zone": tz,
+                "interval": interval,
+                "tenant_id": tenant,
+                "variables": variables,
+                "retries": retries,
+                "priority": priority,
+                "catch_up": !no_catch_up,
+                "max_catch_up": max_catch_up,
+                "end_at": end_at,
+                "lifetime": lifetime,
+                "overlap": overlap,
+                "enabled": !paused,
+            });
+            if let Some(fields) = definition.as_object_mut() {
+                fields.retain(|_, value| !value.is_null());
+            }
+            let data = client
+                .call(Method::POST, "/api/v1/triggers", Some(definition))
+                .await?;
+            println!(
+                "added trigger {} ({}) in tenant {}: next fire {}",
+                data["id"].as_str().unwrap_or_default(),
+                data["name"].as_str().unwrap_or_default(),
+                data["tenant_id"].as_str().unwrap_or_default(),
+                data["next_fire_at"].as_str().unwrap_or("none"),
+            );
+        }
+        TriggersCommand::List { tenant, job_type } => {
+            let mut query = Vec::new();
+            if let Some(tenant) = tenant {
+                query.push(format!("tenant_id={}", urlencode(&tenant)));
+            }
+            if let Some(job_type) = job_type {
+                query.push(format!("type={}", urlencode(&job_type)));
+            }
+            let path = format!("/api/v1/triggers?{}", query.join("&"));
+            print(&client.call(Method::GET, &path, None).await?)?
+        }
+        TriggersCommand::Get { trigger, tenant } => {
+            let id = trigger_id(&client, &trigger, tenant.as_deref()).await?;
+            let path = format!("/api/v1/triggers/{id}");
+            print(&client.call(Method::GET, &path, None).await?)?
+        }
+        TriggersCommand::Pause { trigger, tenant } => {
+            set_enabled(&client, &trigger, tenant.as_deref(), false).await?
+        }
+        TriggersCommand::Resume { trigger, tenant } => {
+            set_enabled(&client, &trigger, tenant.as_deref(), true).await?
+        }
+        TriggersCommand::Remove { trigger, tenant } => {
+            let id = trigger_id(&client, &trigger, tenant.as_deref()).await?;
+            let path = format!("/api/v1/triggers/{id}");
+            client.call(Method::DELETE, &path, None).await?;
+            println!("removed trigger {id}");
+        }
+    }
+    Ok(())
+}
+
+async fn set_enabled(
+    client: &RestClient,
+    trigger: &str,
+    tenant: Option<&str>,
+    enabled: bool,
+) -> anyhow::Result<()> {
+    let id = trigger_id(client, trigger, tenant).await?;
+    let path = format!("/api/v1/triggers/{id}");
+    let body = serde_json::json!({ "enabled": enabled });
+    let data = client.call(Method::PATCH, &path, Some(body)).await?;
+    println!(
+        "trigger {id} is {}; next fire {}",
+        data["status"].as_str().unwrap_or_default(),
+        data["next_fire_at"].as_str().unwrap_or("none")
+    );
+    Ok(())
+}
+
+/// A trigger's id from its id or its name (unique within a tenant).
+async fn trigger_id(
+    client: &RestClient,
+    trigger: &str,
+    tenant: Option<&str>,
+) -> anyhow::Result<String> {
+    if !trigger.is_empty() && trigger.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(trigger.to_string());
+    }
+    let mut path = format!("/api/v1/triggers?name={}", urlencode(trigger));
+    if let Some(tenant) = tenant {
+        path.push_str(&format!("&tenant_id={}", urlencode(tenant)));
+    }
+    let data = client.call(Method::GET, &path, None).await?;
+    let found = data["triggers"].as_array().cloned().unwrap_or_default();
+    match found.as_slice() {
+        [one] => Ok(one["id"].as_str().unwrap_or_default().to_string()),
+        [] => anyhow::bail!("no trigger named '{trigger}'"),
+        several => {
+            let tenants: Vec<&str> = several
+                .iter()
+                .filter_map(|t| t["tenant_id"].as_str())
+                .collect();
+            anyhow::bail!(
+                "triggers named '{trigger}' exist in tenants {}: name one with --tenant",
+                tenants.join(", ")
+            )
+        }
+    }
 }
 
 async fn keys(client: RestClient, command: KeysCommand) -> anyhow::Result<()> {

@@ -18,13 +18,14 @@ use tonic::transport::server::TcpIncoming;
 use crate::api::grpc::{GrpcJobs, pb};
 use crate::api::rest;
 use crate::auth::{Auth, AuthError, Principal};
+use crate::clock::{Clock, SystemClock};
 use crate::job::limits::MAX_MESSAGE_BYTES;
 use crate::registry::{Deployment, HandlerMaxima, HandlerRegistry};
 use crate::runtime::{Runtime, RuntimeConfig, RuntimeError};
-use crate::service::JobService;
-use crate::service::{DEFAULT_TENANT, ServiceError};
+use crate::service::{DEFAULT_TENANT, JobService, ServiceError, ServiceParts};
 use crate::store::{JobStore, SledStore, StoreError};
 use crate::tasks::executor::{Executor, ExecutorConfig, RunningAttempts};
+use crate::tasks::scheduler::{SchedulerStats, TriggerScheduler};
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -43,6 +44,8 @@ pub struct Config {
     pub handler_maxima: HandlerMaxima,
     /// Deploy the example handlers (echo, flaky, fanout) into the default tenant.
     pub deploy_examples: bool,
+    /// The time triggers fire by; tests use a [`crate::clock::ManualClock`].
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Config {
@@ -58,6 +61,7 @@ impl Config {
             shutdown_grace: Duration::from_secs(10),
             handler_maxima: HandlerMaxima::default(),
             deploy_examples: false,
+            clock: Arc::new(SystemClock),
         }
     }
 }
@@ -91,7 +95,9 @@ pub struct RunningServer {
     grpc: JoinHandle<Result<(), ServerError>>,
     http: JoinHandle<Result<(), ServerError>>,
     executor: JoinHandle<()>,
+    scheduler: JoinHandle<()>,
     store: Arc<dyn JobStore>,
+    scheduler_stats: Arc<SchedulerStats>,
 }
 
 impl RunningServer {
@@ -109,8 +115,14 @@ impl RunningServer {
             .map_err(|e| ServerError::Http(e.to_string()))?;
         // Running Wasm attempts finish (or are handed back) before the store closes.
         let _ = self.executor.await;
+        let _ = self.scheduler.await;
         self.store.close().await?;
         grpc.and(http)
+    }
+
+    /// What the trigger scheduler has done so far.
+    pub fn scheduler_stats(&self) -> &SchedulerStats {
+        &self.scheduler_stats
     }
 
     /// Serves until `signal` resolves, then shuts down gracefully.
@@ -148,11 +160,24 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         deploy_examples(&registry).await?;
     }
     let attempts = Arc::new(RunningAttempts::default());
+    let (trigger_changes, changes_received) = tokio::sync::mpsc::unbounded_channel();
+    let scheduler_stats = Arc::new(SchedulerStats::default());
+    let scheduler = TriggerScheduler::new(
+        store.clone(),
+        config.clock.clone(),
+        changes_received,
+        scheduler_stats.clone(),
+    )?;
+    let scheduler = tokio::spawn(scheduler.run(stopping.clone()));
     let service = Arc::new(JobService::new(
         store.clone(),
-        auth,
-        attempts.clone(),
-        stopping.clone(),
+        ServiceParts {
+            auth,
+            attempts: attempts.clone(),
+            shutdown: stopping.clone(),
+            clock: config.clock.clone(),
+            trigger_changes,
+        },
     ));
     let executor = Arc::new(Executor::new(
         store.clone(),
@@ -191,7 +216,9 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         grpc,
         http,
         executor,
+        scheduler,
         store,
+        scheduler_stats,
     })
 }
 

@@ -114,3 +114,93 @@ async fn jobs_commands_create_read_list_cancel_and_retry() {
     let cancelled = last_line(&jobhost(&process, ADMIN_KEY, &["jobs", "cancel", &key]));
     assert!(cancelled.contains("cancelled"), "{cancelled}");
 }
+
+#[tokio::test]
+async fn triggers_commands_add_list_pause_resume_and_remove_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let process = ServerProcess::start(dir.path());
+    let added = last_line(&jobhost(
+        &process,
+        ADMIN_KEY,
+        &[
+            "triggers",
+            "add",
+            "nightly",
+            "--type",
+            "report",
+            "--cron",
+            "0 2 * * *",
+            "--tz",
+            "Europe/Berlin",
+            "--tenant",
+            "acme",
+            "--variables",
+            r#"{"kind":"daily"}"#,
+            "--no-catch-up",
+            "--end-at",
+            "2099-01-01T00:00:00Z",
+            "--overlap",
+            "skip",
+        ],
+    ));
+    assert!(
+        added.starts_with("added trigger 1 (nightly) in tenant acme"),
+        "{added}"
+    );
+
+    let listed = jobhost(
+        &process,
+        ADMIN_KEY,
+        &["triggers", "list", "--tenant", "acme"],
+    );
+    let list: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let trigger = &list["triggers"][0];
+    assert_eq!(list["total_count"], 1);
+    assert_eq!(
+        (&trigger["cron"], &trigger["time_zone"], &trigger["overlap"]),
+        (
+            &serde_json::json!("0 2 * * *"),
+            &serde_json::json!("Europe/Berlin"),
+            &serde_json::json!("skip")
+        )
+    );
+    assert_eq!(trigger["catch_up"], false);
+    assert_eq!(trigger["variables"]["kind"], "daily");
+    assert_eq!(trigger["end_at"], "2099-01-01T00:00:00.000Z");
+    assert!(trigger["next_fire_at"].is_string());
+
+    let paused = last_line(&jobhost(
+        &process,
+        ADMIN_KEY,
+        &["triggers", "pause", "nightly"],
+    ));
+    assert_eq!(paused, "trigger 1 is paused; next fire none");
+    let resumed = last_line(&jobhost(
+        &process,
+        ADMIN_KEY,
+        &["triggers", "resume", "nightly"],
+    ));
+    assert!(
+        resumed.starts_with("trigger 1 is active; next fire 20"),
+        "{resumed}"
+    );
+
+    let bad = jobhost(
+        &process,
+        ADMIN_KEY,
+        &["triggers", "add", "x", "--type", "t", "--interval", "0s"],
+    );
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("invalid interval '0s': it must be positive")
+    );
+
+    let removed = last_line(&jobhost(
+        &process,
+        ADMIN_KEY,
+        &["triggers", "remove", "nightly"],
+    ));
+    assert_eq!(removed, "removed trigger 1");
+    let missing = jobhost(&process, ADMIN_KEY, &["triggers", "get", "nightly"]);
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no trigger named 'nightly'"));
+}

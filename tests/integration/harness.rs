@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use jobhost::api::grpc::pb;
@@ -21,8 +22,11 @@ pub type Client = JobsServiceClient<Channel>;
 pub struct TestServer {
     pub server: Option<jobhost::RunningServer>,
     pub dir: tempfile::TempDir,
-    adjust: fn(&mut jobhost::Config),
+    adjust: Adjust,
 }
+
+/// A change to a test server's configuration, applied at every start.
+type Adjust = Arc<dyn Fn(&mut jobhost::Config) + Send + Sync>;
 
 /// The bytes of a component built from `plugins/` (examples and fixtures).
 pub fn plugin(name: &str) -> Vec<u8> {
@@ -41,9 +45,12 @@ impl TestServer {
     }
 
     /// Starts a server whose configuration `adjust` changes first.
-    pub async fn start_with(adjust: fn(&mut jobhost::Config)) -> TestServer {
+    pub async fn start_with(
+        adjust: impl Fn(&mut jobhost::Config) + Send + Sync + 'static,
+    ) -> TestServer {
+        let adjust: Adjust = Arc::new(adjust);
         let dir = tempfile::tempdir().expect("temp dir");
-        let server = start_in(dir.path(), adjust).await;
+        let server = start_in(dir.path(), &adjust).await;
         TestServer {
             server: Some(server),
             dir,
@@ -75,7 +82,7 @@ impl TestServer {
         format!("http://{}", self.running().http_addr)
     }
 
-    fn running(&self) -> &jobhost::RunningServer {
+    pub fn running(&self) -> &jobhost::RunningServer {
         self.server.as_ref().expect("server is running")
     }
 
@@ -95,7 +102,7 @@ impl TestServer {
     /// Shuts down gracefully and starts again on the same data.
     pub async fn restart(&mut self) {
         self.stop().await;
-        self.server = Some(start_in(self.dir.path(), self.adjust).await);
+        self.server = Some(start_in(self.dir.path(), &self.adjust).await);
     }
 
     pub async fn stop(&mut self) {
@@ -116,7 +123,7 @@ impl TestServer {
     }
 }
 
-async fn start_in(dir: &Path, adjust: fn(&mut jobhost::Config)) -> jobhost::RunningServer {
+async fn start_in(dir: &Path, adjust: &Adjust) -> jobhost::RunningServer {
     let mut config = jobhost::Config::local(dir);
     config.admin_key = Some(ADMIN_KEY.into());
     config.max_attempts = 8;

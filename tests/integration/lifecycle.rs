@@ -297,6 +297,25 @@ async fn a_delayed_job_is_pending_until_due() {
 }
 
 #[tokio::test]
+async fn a_job_created_over_rest_with_run_at_is_not_activatable_before_its_time() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let run_at = jobhost::job::now_ms() + 400;
+    let body = serde_json::json!({"type": "at-time", "run_at": run_at});
+    let created = server
+        .rest(ADMIN_KEY)
+        .call(reqwest::Method::POST, "/api/v1/jobs", Some(body))
+        .await
+        .expect("job created");
+    let key = created["job_key"].as_str().unwrap().to_string();
+    assert_eq!(created["job"]["state"], "pending");
+    assert!(activate(&mut client, "at-time", "w", 1, 0).await.is_empty());
+    wait_for_state(&mut client, &key, "activatable").await;
+    assert!(jobhost::job::now_ms() >= run_at);
+    assert_eq!(activate(&mut client, "at-time", "w", 1, 0).await.len(), 1);
+}
+
+#[tokio::test]
 async fn listing_filters_by_state_and_type_with_pages() {
     let server = TestServer::start().await;
     let mut client = server.client().await;

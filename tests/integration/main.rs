@@ -12,3 +12,4 @@ mod lifecycle;
 mod persistence;
 mod python_client;
 mod service_endpoints;
+mod triggers;

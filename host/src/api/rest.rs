@@ -19,7 +19,11 @@ use crate::auth::{NewKey, Principal};
 use crate::job::limits::MAX_MESSAGE_BYTES;
 use crate::job::{Job, JobKey, JobState, ProcessRef, now_ms};
 use crate::registry::{Deployment, HandlerRegistry, LoadedHandler};
-use crate::service::{self, JobService, ServiceError, format_time, parse_time};
+use crate::service::{
+    self, JobService, ServiceError, TriggerDefinition, TriggerFilter, format_time, parse_time,
+};
+use crate::trigger::schedule::format_duration;
+use crate::trigger::{Schedule, TriggerRecord};
 
 #[derive(Clone)]
 struct Api {
@@ -47,6 +51,13 @@ pub fn router(service: Arc<JobService>, registry: Arc<HandlerRegistry>) -> Route
         .route("/api/v1/jobs/{key}/cancel", post(cancel_job))
         .route("/api/v1/jobs/{key}/retries", put(update_retries))
         .route("/api/v1/jobs/{key}/timeout", put(update_timeout))
+        .route("/api/v1/triggers", post(create_trigger).get(list_triggers))
+        .route(
+            "/api/v1/triggers/{id}",
+            get(get_trigger)
+                .patch(update_trigger)
+                .delete(delete_trigger),
+        )
         .route("/api/v1/keys", post(create_key).get(list_keys))
         .route("/api/v1/keys/{id}", axum::routing::delete(revoke_key))
         .layer(DefaultBodyLimit::max(MAX_MESSAGE_BYTES))
@@ -549,6 +560,94 @@ async fn revoke_key(State(api): State<Api>, headers: HeaderMap, Path(id): Path<S
             "API key {id} not found"
         ))))
     }
+}
+
+/// A trigger: its definition as given, its status, and what it has done.
+pub fn trigger_json(trigger: &TriggerRecord) -> Value {
+    let (cron, time_zone, interval) = match &trigger.schedule {
+        Schedule::Cron {
+            expression,
+            time_zone,
+        } => (Some(expression.clone()), Some(time_zone.clone()), None),
+        Schedule::Interval { every_ms } => (None, None, Some(format_duration(*every_ms))),
+    };
+    json!({
+        "id": trigger.id.to_string(),
+        "name": trigger.name,
+        "tenant_id": trigger.tenant,
+        "type": trigger.job_type,
+        "cron": cron,
+        "time_zone": time_zone,
+        "interval": interval,
+        "variables": parse_json(&trigger.template.variables),
+        "custom_headers": trigger.template.custom_headers,
+        "retries": trigger.template.retries,
+        "priority": trigger.template.priority,
+        "catch_up": trigger.catch_up,
+        "max_catch_up": trigger.max_catch_up,
+        "end_at": trigger.end_at.and_then(format_time),
+        "overlap": trigger.overlap.as_str(),
+        "enabled": trigger.enabled,
+        "status": trigger.status().as_str(),
+        "next_fire_at": trigger.next_fire.and_then(format_time),
+        "last_fire_at": trigger.last_fire.and_then(format_time),
+        "last_job_key": trigger.last_job.map(|id| id.to_string()),
+        "fired_count": trigger.fired,
+        "skipped_count": trigger.skipped,
+        "missed_count": trigger.missed,
+        "created_at": format_time(trigger.created_at),
+        "updated_at": format_time(trigger.updated_at),
+    })
+}
+
+async fn create_trigger(State(api): State<Api>, headers: HeaderMap, bytes: Bytes) -> Reply {
+    let caller = caller(&api, &headers)?;
+    let definition: TriggerDefinition = body(&bytes)?;
+    let trigger = api.service.create_trigger(&caller, definition).await?;
+    ok(trigger_json(&trigger))
+}
+
+async fn list_triggers(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
+) -> Reply {
+    let caller = caller(&api, &headers)?;
+    let filter = TriggerFilter {
+        tenant_id: params.get("tenant_id").cloned(),
+        name: params.get("name").cloned(),
+        job_type: params.get("type").cloned(),
+    };
+    let triggers = api.service.list_triggers(&caller, &filter)?;
+    let listed: Vec<Value> = triggers.iter().map(trigger_json).collect();
+    ok(json!({"triggers": listed, "total_count": listed.len()}))
+}
+
+async fn get_trigger(State(api): State<Api>, headers: HeaderMap, Path(id): Path<String>) -> Reply {
+    let caller = caller(&api, &headers)?;
+    ok(trigger_json(&api.service.get_trigger(&caller, &id)?))
+}
+
+async fn update_trigger(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    bytes: Bytes,
+) -> Reply {
+    let caller = caller(&api, &headers)?;
+    let change: TriggerDefinition = body(&bytes)?;
+    let trigger = api.service.update_trigger(&caller, &id, change).await?;
+    ok(trigger_json(&trigger))
+}
+
+async fn delete_trigger(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Reply {
+    let caller = caller(&api, &headers)?;
+    let removed = api.service.delete_trigger(&caller, &id).await?;
+    ok(json!({"removed": trigger_json(&removed)}))
 }
 
 fn handler_json(handler: &LoadedHandler) -> Value {

@@ -12,7 +12,10 @@ use crate::handler::{HandlerLimits, HandlerRecord, HandlerVersion, RetryPolicy};
 use crate::job::AttemptLog;
 use crate::job::state::{Event, Refusal};
 use crate::job::{JobPayload, JobState, NewJob, TenantScope};
-use crate::store::{Activation, ApiKeyRecord, ApplyError, Extras, JobStore, ListQuery};
+use crate::store::{
+    Activation, ApiKeyRecord, ApplyError, DueFire, Extras, JobStore, ListQuery, TriggerError,
+};
+use crate::trigger::{JobTemplate, Overlap, Schedule, TriggerRecord};
 
 pub type Open = fn(&Path) -> Arc<dyn JobStore>;
 
@@ -39,6 +42,12 @@ macro_rules! suite {
             follow_ups_and_attempt_logs_are_written_with_the_event,
             a_refused_event_writes_no_extras,
             handlers_and_components_are_stored_and_removed,
+            a_trigger_fire_creates_its_job_and_advances_its_cursor_together,
+            a_fire_with_a_stale_cursor_does_nothing,
+            trigger_names_are_unique_within_a_tenant,
+            a_trigger_change_from_a_stale_revision_is_refused,
+            a_removed_trigger_no_longer_fires,
+            triggers_and_their_cursors_survive_a_reopen,
         );
     };
     (@tests $open:expr; $($name:ident,)*) => {
@@ -504,4 +513,195 @@ pub async fn handlers_and_components_are_stored_and_removed(open: Open, dir: &Pa
     assert!(store.component(&[1; 32]).unwrap().is_none());
     assert!(store.delete_handler("h1").unwrap());
     assert!(store.handlers().unwrap().is_empty());
+}
+
+/// 2026-01-01T00:00:00Z.
+const T0: i64 = 1_767_225_600_000;
+const MINUTE: i64 = 60_000;
+
+fn every_minute(name: &str, tenant: &str) -> TriggerRecord {
+    TriggerRecord {
+        id: 0,
+        tenant: tenant.into(),
+        name: name.into(),
+        job_type: "tick".into(),
+        schedule: Schedule::interval("1m").unwrap(),
+        template: JobTemplate {
+            variables: r#"{"from":"trigger"}"#.into(),
+            retries: 2,
+            ..JobTemplate::default()
+        },
+        catch_up: true,
+        max_catch_up: 100,
+        end_at: None,
+        overlap: Overlap::Allow,
+        enabled: true,
+        created_at: T0,
+        updated_at: T0,
+        next_fire: Some(T0 + MINUTE),
+        last_fire: None,
+        last_job: None,
+        fired: 0,
+        skipped: 0,
+        missed: 0,
+        revision: 0,
+    }
+}
+
+fn due(trigger: &TriggerRecord) -> Vec<DueFire> {
+    vec![DueFire {
+        trigger: trigger.id,
+        next_fire: trigger.next_fire.expect("armed"),
+    }]
+}
+
+pub async fn a_trigger_fire_creates_its_job_and_advances_its_cursor_together(
+    open: Open,
+    dir: &Path,
+) {
+    let store = open(dir);
+    let trigger = store
+        .create_trigger(every_minute("t", "acme"))
+        .await
+        .unwrap();
+    let fired = store
+        .fire_triggers(due(&trigger), T0 + MINUTE)
+        .await
+        .unwrap();
+    let after = fired[0].1.clone().expect("still exists");
+    assert_eq!(after.next_fire, Some(T0 + 2 * MINUTE));
+    assert_eq!((after.fired, after.last_fire), (1, Some(T0 + MINUTE)));
+    let job = store.get(after.last_job.expect("a job")).unwrap().unwrap();
+    assert_eq!(job.record.tenant, "acme");
+    assert_eq!(job.record.retries, 2);
+    assert_eq!(job.payload.variables, r#"{"from":"trigger"}"#);
+    assert_eq!(
+        job.payload
+            .custom_headers
+            .get("jobhost-trigger")
+            .map(String::as_str),
+        Some("t")
+    );
+    assert_eq!(store.trigger(trigger.id).unwrap(), Some(after));
+}
+
+pub async fn a_fire_with_a_stale_cursor_does_nothing(open: Open, dir: &Path) {
+    let store = open(dir);
+    let trigger = store
+        .create_trigger(every_minute("t", "acme"))
+        .await
+        .unwrap();
+    store
+        .fire_triggers(due(&trigger), T0 + MINUTE)
+        .await
+        .unwrap();
+    let again = store
+        .fire_triggers(due(&trigger), T0 + MINUTE)
+        .await
+        .unwrap();
+    assert_eq!(again[0].1.as_ref().unwrap().fired, 1);
+    let jobs = store.list(&ListQuery::all(TenantScope::All, 10)).unwrap();
+    assert_eq!(jobs.total, 1);
+}
+
+pub async fn trigger_names_are_unique_within_a_tenant(open: Open, dir: &Path) {
+    let store = open(dir);
+    store
+        .create_trigger(every_minute("t", "acme"))
+        .await
+        .unwrap();
+    let taken = store.create_trigger(every_minute("t", "acme")).await;
+    assert_eq!(
+        taken,
+        Err(TriggerError::NameTaken {
+            tenant: "acme".into(),
+            name: "t".into()
+        })
+    );
+    let other = store
+        .create_trigger(every_minute("t", "beta"))
+        .await
+        .unwrap();
+    assert_eq!(other.tenant, "beta");
+}
+
+pub async fn a_trigger_change_from_a_stale_revision_is_refused(open: Open, dir: &Path) {
+    let store = open(dir);
+    let trigger = store
+        .create_trigger(every_minute("t", "acme"))
+        .await
+        .unwrap();
+    store
+        .fire_triggers(due(&trigger), T0 + MINUTE)
+        .await
+        .unwrap();
+    let mut paused = trigger.clone();
+    paused.enabled = false;
+    let refused = store
+        .replace_trigger(paused.clone(), trigger.revision)
+        .await;
+    assert_eq!(refused, Err(TriggerError::Conflict(trigger.id)));
+    let current = store.trigger(trigger.id).unwrap().unwrap();
+    paused.revision = current.revision;
+    let stored = store
+        .replace_trigger(paused, current.revision)
+        .await
+        .unwrap();
+    assert_eq!(stored.revision, current.revision + 1);
+    assert!(!store.trigger(trigger.id).unwrap().unwrap().enabled);
+}
+
+pub async fn a_removed_trigger_no_longer_fires(open: Open, dir: &Path) {
+    let store = open(dir);
+    let trigger = store
+        .create_trigger(every_minute("t", "acme"))
+        .await
+        .unwrap();
+    let outside = store
+        .delete_trigger(trigger.id, TenantScope::only(["beta"]))
+        .await;
+    assert_eq!(outside, Err(TriggerError::NotFound(trigger.id)));
+    store
+        .delete_trigger(trigger.id, TenantScope::All)
+        .await
+        .unwrap();
+    let fired = store
+        .fire_triggers(due(&trigger), T0 + MINUTE)
+        .await
+        .unwrap();
+    assert_eq!(fired, vec![(trigger.id, None)]);
+    assert!(store.triggers().unwrap().is_empty());
+    // The name is free again.
+    store
+        .create_trigger(every_minute("t", "acme"))
+        .await
+        .unwrap();
+}
+
+pub async fn triggers_and_their_cursors_survive_a_reopen(open: Open, dir: &Path) {
+    let fired;
+    {
+        let store = open(dir);
+        let trigger = store
+            .create_trigger(every_minute("t", "acme"))
+            .await
+            .unwrap();
+        fired = store
+            .fire_triggers(due(&trigger), T0 + MINUTE)
+            .await
+            .unwrap()[0]
+            .1
+            .clone()
+            .unwrap();
+        store.close().await.unwrap();
+    }
+    let store = open(dir);
+    assert_eq!(store.triggers().unwrap(), vec![fired.clone()]);
+    let taken = store.create_trigger(every_minute("t", "acme")).await;
+    assert!(matches!(taken, Err(TriggerError::NameTaken { .. })));
+    let next = store
+        .create_trigger(every_minute("u", "acme"))
+        .await
+        .unwrap();
+    assert!(next.id > fired.id, "trigger ids are never reused");
 }

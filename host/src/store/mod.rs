@@ -9,7 +9,9 @@
 //!   oldest; an activation that waits is woken as soon as a matching job becomes activatable;
 //! - due times (backoffs, scheduled jobs) and lease deadlines are acted on by the store itself,
 //!   within milliseconds, from an ordered due-time index;
-//! - a job outside the caller's [`TenantScope`] is reported as not found.
+//! - a job outside the caller's [`TenantScope`] is reported as not found;
+//! - a trigger's fire creates its jobs and advances its cursor in one atomic write, and only
+//!   if the cursor is still where the scheduler saw it, so no fire happens twice.
 //!
 //! [`sled_store::SledStore`] is the embedded implementation.
 
@@ -24,6 +26,7 @@ use async_trait::async_trait;
 use crate::handler::HandlerRecord;
 use crate::job::state::{Event, Refusal};
 use crate::job::{AttemptLog, EpochMs, Job, JobId, JobRecord, JobState, NewJob, TenantScope};
+use crate::trigger::{TriggerId, TriggerRecord};
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum StoreError {
@@ -44,6 +47,26 @@ pub enum ApplyError {
     Refused(#[from] Refusal),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// Why a trigger change was not stored.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum TriggerError {
+    #[error("a trigger named '{name}' already exists in tenant '{tenant}'")]
+    NameTaken { tenant: String, name: String },
+    #[error("trigger {0} not found")]
+    NotFound(TriggerId),
+    #[error("trigger {0} was changed meanwhile")]
+    Conflict(TriggerId),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A trigger fire the scheduler found due: the trigger and the cursor it saw.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DueFire {
+    pub trigger: TriggerId,
+    pub next_fire: EpochMs,
 }
 
 /// A request to lease jobs of one type.
@@ -193,6 +216,37 @@ pub trait JobStore: Send + Sync + 'static {
     fn put_component(&self, sha256: &[u8; 32], bytes: &[u8]) -> Result<(), StoreError>;
 
     fn component(&self, sha256: &[u8; 32]) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Stores a new trigger under a fresh id (revision 1); its name must be free in its
+    /// tenant.
+    async fn create_trigger(&self, trigger: TriggerRecord) -> Result<TriggerRecord, TriggerError>;
+
+    /// Replaces a trigger if it is still at `expected_revision`, bumping the revision.
+    async fn replace_trigger(
+        &self,
+        trigger: TriggerRecord,
+        expected_revision: u64,
+    ) -> Result<TriggerRecord, TriggerError>;
+
+    /// Removes a trigger of the scope; the jobs it created stay.
+    async fn delete_trigger(
+        &self,
+        id: TriggerId,
+        scope: TenantScope,
+    ) -> Result<TriggerRecord, TriggerError>;
+
+    /// Fires the due triggers whose cursor is still the one given, as of `now`: creates their
+    /// jobs and advances their cursors atomically. Answers each trigger's record as it now
+    /// stands (`None`: it no longer exists), fired or not.
+    async fn fire_triggers(
+        &self,
+        due: Vec<DueFire>,
+        now: EpochMs,
+    ) -> Result<Vec<(TriggerId, Option<TriggerRecord>)>, StoreError>;
+
+    fn triggers(&self) -> Result<Vec<TriggerRecord>, StoreError>;
+
+    fn trigger(&self, id: TriggerId) -> Result<Option<TriggerRecord>, StoreError>;
 
     /// Flushes everything and stops; later calls fail with [`StoreError::Closed`].
     async fn close(&self) -> Result<(), StoreError>;

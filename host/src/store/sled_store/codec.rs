@@ -5,7 +5,9 @@
 //! - `j` + id (u64 big-endian): the [`JobRecord`], rewritten on every transition;
 //! - `p` + id: the [`JobPayload`], written once;
 //! - `a` + id + attempt (u32 big-endian): an [`crate::job::AttemptLog`], written once;
-//! - `m` + name: store metadata (the job-id reservation).
+//! - `t` + id (u64 big-endian): a [`crate::trigger::TriggerRecord`], rewritten with the jobs
+//!   each of its fires creates;
+//! - `m` + name: store metadata (the job-id reservation, the next trigger id).
 //!
 //! Values are postcard with a leading format-version byte.
 
@@ -14,11 +16,14 @@ use serde::de::DeserializeOwned;
 
 use super::super::StoreError;
 use crate::job::JobId;
+use crate::trigger::TriggerId;
 
 pub const RECORD_PREFIX: u8 = b'j';
 pub const PAYLOAD_PREFIX: u8 = b'p';
 pub const ATTEMPT_PREFIX: u8 = b'a';
+pub const TRIGGER_PREFIX: u8 = b't';
 pub const ID_RESERVATION_KEY: &[u8] = b"mnext-id";
+pub const NEXT_TRIGGER_ID_KEY: &[u8] = b"mnext-trigger-id";
 const FORMAT_VERSION: u8 = 1;
 
 pub fn record_key(id: JobId) -> [u8; 9] {
@@ -34,6 +39,10 @@ pub fn attempt_key(id: JobId, attempt: u32) -> [u8; 13] {
     key[..9].copy_from_slice(&prefixed(ATTEMPT_PREFIX, id));
     key[9..].copy_from_slice(&attempt.to_be_bytes());
     key
+}
+
+pub fn trigger_key(id: TriggerId) -> [u8; 9] {
+    prefixed(TRIGGER_PREFIX, id)
 }
 
 pub fn prefixed(prefix: u8, id: JobId) -> [u8; 9] {

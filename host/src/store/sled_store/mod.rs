@@ -13,14 +13,16 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use tokio::sync::oneshot;
 
-use self::codec::{ATTEMPT_PREFIX, RECORD_PREFIX, io, payload_key, record_key};
+use self::codec::{ATTEMPT_PREFIX, RECORD_PREFIX, TRIGGER_PREFIX, io, payload_key, record_key};
 use self::writer::{Command, Poison, Writer};
 use super::{
-    Activation, ApiKeyRecord, ApplyError, Extras, JobStore, ListPage, ListQuery, SortBy, StoreError,
+    Activation, ApiKeyRecord, ApplyError, DueFire, Extras, JobStore, ListPage, ListQuery, SortBy,
+    StoreError, TriggerError,
 };
 use crate::handler::HandlerRecord;
 use crate::job::state::Event;
-use crate::job::{AttemptLog, Job, JobId, JobPayload, JobRecord, NewJob, TenantScope};
+use crate::job::{AttemptLog, EpochMs, Job, JobId, JobPayload, JobRecord, NewJob, TenantScope};
+use crate::trigger::{TriggerId, TriggerRecord};
 
 /// Memory sled may use for its page cache.
 const CACHE_BYTES: u64 = 512 * 1024 * 1024;
@@ -79,6 +81,16 @@ impl SledStore {
 
     fn send(&self, command: Command) -> Result<(), StoreError> {
         self.commands.send(command).map_err(|_| StoreError::Closed)
+    }
+
+    /// Sends a trigger command built around its reply channel and waits for the answer.
+    async fn trigger_command(
+        &self,
+        command: impl FnOnce(writer::TriggerReply) -> Command,
+    ) -> Result<TriggerRecord, TriggerError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(command(reply))?;
+        answer.await.map_err(|_| StoreError::Closed)?
     }
 
     /// Writes outside the job writer (rare changes: keys, handlers), flushed before returning.
@@ -348,6 +360,64 @@ impl JobStore for SledStore {
 
     fn component(&self, sha256: &[u8; 32]) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.components.get(sha256).map_err(io)?.map(|b| b.to_vec()))
+    }
+
+    async fn create_trigger(&self, trigger: TriggerRecord) -> Result<TriggerRecord, TriggerError> {
+        self.trigger_command(|reply| Command::CreateTrigger {
+            trigger: Box::new(trigger),
+            reply,
+        })
+        .await
+    }
+
+    async fn replace_trigger(
+        &self,
+        trigger: TriggerRecord,
+        expected_revision: u64,
+    ) -> Result<TriggerRecord, TriggerError> {
+        self.trigger_command(|reply| Command::ReplaceTrigger {
+            trigger: Box::new(trigger),
+            expected_revision,
+            reply,
+        })
+        .await
+    }
+
+    async fn delete_trigger(
+        &self,
+        id: TriggerId,
+        scope: TenantScope,
+    ) -> Result<TriggerRecord, TriggerError> {
+        self.trigger_command(|reply| Command::DeleteTrigger { id, scope, reply })
+            .await
+    }
+
+    async fn fire_triggers(
+        &self,
+        due: Vec<DueFire>,
+        now: EpochMs,
+    ) -> Result<Vec<(TriggerId, Option<TriggerRecord>)>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::FireTriggers {
+            due,
+            as_of: now,
+            reply,
+        })?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    fn triggers(&self) -> Result<Vec<TriggerRecord>, StoreError> {
+        self.jobs
+            .scan_prefix([TRIGGER_PREFIX])
+            .map(|entry| codec::decode(&entry.map_err(io)?.1))
+            .collect()
+    }
+
+    fn trigger(&self, id: TriggerId) -> Result<Option<TriggerRecord>, StoreError> {
+        match self.jobs.get(codec::trigger_key(id)).map_err(io)? {
+            Some(bytes) => Ok(Some(codec::decode(&bytes)?)),
+            None => Ok(None),
+        }
     }
 
     async fn close(&self) -> Result<(), StoreError> {

@@ -9,7 +9,9 @@
 //! the callers. Being the only writer makes lease exclusivity a plain fact, not a race.
 //!
 //! Only open jobs (pending, activatable, activated) are held in memory; they are rebuilt from
-//! the records at start-up, so the indexes cost no writes.
+//! the records at start-up, so the indexes cost no writes. Triggers are held in memory too, so
+//! their names are checked for uniqueness and their fires are decided here, in the same batch
+//! as the jobs they create.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -19,10 +21,15 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use super::codec::{self, ID_RESERVATION_KEY, RECORD_PREFIX, attempt_key, payload_key, record_key};
+use super::codec::{
+    self, ID_RESERVATION_KEY, NEXT_TRIGGER_ID_KEY, RECORD_PREFIX, TRIGGER_PREFIX, attempt_key,
+    payload_key, record_key, trigger_key,
+};
 use crate::job::state::{self, Event};
 use crate::job::{EpochMs, JobId, JobRecord, JobState, NewJob, TenantScope, now_ms};
-use crate::store::{Activation, ApplyError, Extras, StoreError};
+use crate::store::{Activation, ApplyError, DueFire, Extras, StoreError, TriggerError};
+use crate::trigger::plan::plan;
+use crate::trigger::{TriggerId, TriggerRecord};
 
 /// Most commands taken into one group commit.
 const MAX_GROUP: usize = 4096;
@@ -30,6 +37,8 @@ const MAX_GROUP: usize = 4096;
 const ID_BLOCK: JobId = 1 << 20;
 
 pub(super) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+pub(super) type TriggerReply = oneshot::Sender<Result<TriggerRecord, TriggerError>>;
+pub(super) type Fired = Vec<(TriggerId, Option<TriggerRecord>)>;
 
 pub(super) enum Command {
     Create {
@@ -51,6 +60,26 @@ pub(super) enum Command {
         leases: Vec<(JobId, u32)>,
         reply: Option<Reply<()>>,
     },
+    CreateTrigger {
+        trigger: Box<TriggerRecord>,
+        reply: TriggerReply,
+    },
+    ReplaceTrigger {
+        trigger: Box<TriggerRecord>,
+        expected_revision: u64,
+        reply: TriggerReply,
+    },
+    DeleteTrigger {
+        id: TriggerId,
+        scope: TenantScope,
+        reply: TriggerReply,
+    },
+    FireTriggers {
+        due: Vec<DueFire>,
+        /// The scheduler's time, which decides what is due and what is late.
+        as_of: EpochMs,
+        reply: Reply<Fired>,
+    },
     Close {
         reply: Reply<()>,
     },
@@ -65,6 +94,8 @@ enum Answer {
         Result<JobRecord, ApplyError>,
     ),
     Done(Reply<()>),
+    Trigger(TriggerReply, Result<TriggerRecord, TriggerError>),
+    Fired(Reply<Fired>, Fired),
 }
 
 impl Answer {
@@ -85,6 +116,12 @@ impl Answer {
             Answer::Done(reply) => {
                 let _ = reply.send(Ok(()));
             }
+            Answer::Trigger(reply, result) => {
+                let _ = reply.send(result);
+            }
+            Answer::Fired(reply, fired) => {
+                let _ = reply.send(Ok(fired));
+            }
         }
         Vec::new()
     }
@@ -95,6 +132,8 @@ impl Answer {
             Answer::Activated(reply, _) => drop(reply.send(Err(error))),
             Answer::Applied(reply, _) => drop(reply.send(Err(error.into()))),
             Answer::Done(reply) => drop(reply.send(Err(error))),
+            Answer::Trigger(reply, _) => drop(reply.send(Err(error.into()))),
+            Answer::Fired(reply, _) => drop(reply.send(Err(error))),
         }
     }
 }
@@ -126,6 +165,10 @@ pub(super) struct Writer {
     waiters: HashMap<String, VecDeque<Waiter>>,
     next_id: JobId,
     reserved_until: JobId,
+    triggers: HashMap<TriggerId, TriggerRecord>,
+    /// Trigger ids by tenant and name.
+    trigger_names: HashMap<(String, String), TriggerId>,
+    next_trigger_id: TriggerId,
     batch: sled::Batch,
     writes: usize,
     newly_ready: Vec<String>,
@@ -145,6 +188,15 @@ impl Writer {
             ),
             None => 0,
         };
+        let next_trigger_id = match tree.get(NEXT_TRIGGER_ID_KEY).map_err(codec::io)? {
+            Some(bytes) => u64::from_be_bytes(
+                bytes
+                    .as_ref()
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("next trigger id".into()))?,
+            ),
+            None => 1,
+        };
         let mut writer = Writer {
             tree: tree.clone(),
             open: HashMap::new(),
@@ -154,6 +206,9 @@ impl Writer {
             waiters: HashMap::new(),
             next_id: reserved_until.max(1),
             reserved_until,
+            triggers: HashMap::new(),
+            trigger_names: HashMap::new(),
+            next_trigger_id,
             batch: sled::Batch::default(),
             writes: 0,
             newly_ready: Vec::new(),
@@ -168,6 +223,15 @@ impl Writer {
                 writer.index(&record);
                 writer.open.insert(record.id, record);
             }
+        }
+        for entry in tree.scan_prefix([TRIGGER_PREFIX]) {
+            let (_, bytes) = entry.map_err(codec::io)?;
+            let trigger: TriggerRecord = codec::decode(&bytes)?;
+            writer.next_trigger_id = writer.next_trigger_id.max(trigger.id + 1);
+            writer
+                .trigger_names
+                .insert((trigger.tenant.clone(), trigger.name.clone()), trigger.id);
+            writer.triggers.insert(trigger.id, trigger);
         }
         writer.newly_ready.clear();
         Ok(writer)
@@ -230,6 +294,10 @@ impl Writer {
                 Command::Activate { reply, .. } => drop(reply.send(Err(error))),
                 Command::Apply { reply, .. } => drop(reply.send(Err(error.into()))),
                 Command::Release { reply, .. } => drop(reply.map(|r| r.send(Err(error)))),
+                Command::CreateTrigger { reply, .. }
+                | Command::ReplaceTrigger { reply, .. }
+                | Command::DeleteTrigger { reply, .. } => drop(reply.send(Err(error.into()))),
+                Command::FireTriggers { reply, .. } => drop(reply.send(Err(error))),
                 Command::Close { reply } => drop(reply.send(Err(error))),
             }
             return;
@@ -268,8 +336,162 @@ impl Writer {
                     self.answers.push(Answer::Done(reply));
                 }
             }
+            Command::CreateTrigger { trigger, reply } => {
+                let result = self.create_trigger(*trigger);
+                self.answers.push(Answer::Trigger(reply, result));
+            }
+            Command::ReplaceTrigger {
+                trigger,
+                expected_revision,
+                reply,
+            } => {
+                let result = self.replace_trigger(*trigger, expected_revision);
+                self.answers.push(Answer::Trigger(reply, result));
+            }
+            Command::DeleteTrigger { id, scope, reply } => {
+                let result = self.delete_trigger(id, &scope);
+                self.answers.push(Answer::Trigger(reply, result));
+            }
+            Command::FireTriggers { due, as_of, reply } => {
+                let fired = due
+                    .into_iter()
+                    .map(|fire| (fire.trigger, self.fire_trigger(fire, as_of, now)))
+                    .collect();
+                self.answers.push(Answer::Fired(reply, fired));
+            }
             Command::Close { .. } => unreachable!("handled by the loop"),
         }
+    }
+
+    fn create_trigger(
+        &mut self,
+        mut trigger: TriggerRecord,
+    ) -> Result<TriggerRecord, TriggerError> {
+        let name = (trigger.tenant.clone(), trigger.name.clone());
+        if self.trigger_names.contains_key(&name) {
+            return Err(TriggerError::NameTaken {
+                tenant: name.0,
+                name: name.1,
+            });
+        }
+        trigger.id = self.next_trigger_id;
+        trigger.revision = 1;
+        self.next_trigger_id += 1;
+        self.batch
+            .insert(NEXT_TRIGGER_ID_KEY, &self.next_trigger_id.to_be_bytes());
+        self.writes += 1;
+        self.trigger_names.insert(name, trigger.id);
+        self.put_trigger(trigger.clone());
+        Ok(trigger)
+    }
+
+    fn replace_trigger(
+        &mut self,
+        mut trigger: TriggerRecord,
+        expected_revision: u64,
+    ) -> Result<TriggerRecord, TriggerError> {
+        let current = self
+            .triggers
+            .get(&trigger.id)
+            .ok_or(TriggerError::NotFound(trigger.id))?;
+        if current.revision != expected_revision {
+            return Err(TriggerError::Conflict(trigger.id));
+        }
+        let old_name = (current.tenant.clone(), current.name.clone());
+        let new_name = (trigger.tenant.clone(), trigger.name.clone());
+        if new_name != old_name {
+            if self.trigger_names.contains_key(&new_name) {
+                return Err(TriggerError::NameTaken {
+                    tenant: new_name.0,
+                    name: new_name.1,
+                });
+            }
+            self.trigger_names.remove(&old_name);
+            self.trigger_names.insert(new_name, trigger.id);
+        }
+        trigger.revision = expected_revision + 1;
+        self.put_trigger(trigger.clone());
+        Ok(trigger)
+    }
+
+    fn delete_trigger(
+        &mut self,
+        id: TriggerId,
+        scope: &TenantScope,
+    ) -> Result<TriggerRecord, TriggerError> {
+        match self.triggers.get(&id) {
+            Some(trigger) if scope.contains(&trigger.tenant) => {}
+            _ => return Err(TriggerError::NotFound(id)),
+        }
+        let trigger = self
+            .triggers
+            .remove(&id)
+            .ok_or(TriggerError::NotFound(id))?;
+        self.trigger_names
+            .remove(&(trigger.tenant.clone(), trigger.name.clone()));
+        self.batch.remove(&trigger_key(id));
+        self.writes += 1;
+        Ok(trigger)
+    }
+
+    /// Fires one trigger if its cursor is still `fire.next_fire`: its jobs and its advanced
+    /// cursor go into the same batch.
+    fn fire_trigger(
+        &mut self,
+        fire: DueFire,
+        as_of: EpochMs,
+        now: EpochMs,
+    ) -> Option<TriggerRecord> {
+        let trigger = self.triggers.get(&fire.trigger)?;
+        if !trigger.enabled || trigger.next_fire != Some(fire.next_fire) {
+            return Some(trigger.clone());
+        }
+        let mut trigger = trigger.clone();
+        let schedule = match trigger.schedule.compile() {
+            Ok(schedule) => schedule,
+            Err(error) => {
+                // Definitions are checked before they are stored, so this is a stored
+                // definition that a newer parser refuses: stop it rather than loop.
+                tracing::error!(trigger = trigger.id, %error, "trigger schedule no longer compiles; ending it");
+                trigger.next_fire = None;
+                trigger.revision += 1;
+                self.put_trigger(trigger.clone());
+                return Some(trigger);
+            }
+        };
+        let previous_unfinished = trigger
+            .last_job
+            .is_some_and(|job| self.open.contains_key(&job));
+        let plan = plan(&trigger, &schedule, as_of, previous_unfinished);
+        if plan.missed > 0 {
+            tracing::warn!(
+                trigger = trigger.id,
+                tenant = %trigger.tenant,
+                name = %trigger.name,
+                missed = plan.missed,
+                "trigger dropped missed fires"
+            );
+        }
+        for scheduled_at in &plan.fires {
+            let job = trigger.job_for(*scheduled_at);
+            let id = self.create(job, now);
+            trigger.last_job = Some(id);
+            trigger.last_fire = Some(*scheduled_at);
+        }
+        trigger.fired += plan.fires.len() as u64;
+        trigger.skipped += plan.skipped;
+        trigger.missed += plan.missed;
+        trigger.next_fire = plan.next_fire;
+        trigger.revision += 1;
+        self.put_trigger(trigger.clone());
+        Some(trigger)
+    }
+
+    fn put_trigger(&mut self, trigger: TriggerRecord) {
+        self.batch
+            .insert(&trigger_key(trigger.id), codec::encode(&trigger));
+        self.writes += 1;
+        self.triggers.insert(trigger.id, trigger);
     }
 
     fn create(&mut self, job: NewJob, now: EpochMs) -> JobId {

@@ -4,6 +4,11 @@
 //! The core checks requests against [`crate::job::limits`], scopes them to the caller's
 //! tenants, and hands state changes to the [`JobStore`], which decides them through
 //! [`crate::job::state`]. Long polls wait here, bounded in number and ended by shutdown.
+//! Trigger management lives in [`triggers`].
+
+mod triggers;
+
+pub use triggers::{TimeInput, TriggerDefinition, TriggerFilter};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,6 +18,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::auth::{self, Auth, AuthError, Principal};
+use crate::clock::Clock;
 use crate::job::limits::{self, valid_tenant_id};
 use crate::job::state::Event;
 use crate::job::{
@@ -22,6 +28,7 @@ use crate::job::{
 use crate::runtime::InterruptReason;
 use crate::store::{Activation, ApplyError, JobStore, ListPage, ListQuery, SortBy, StoreError};
 use crate::tasks::executor::RunningAttempts;
+use crate::tasks::scheduler::TriggerChanges;
 
 /// The tenant of a job created without one.
 pub const DEFAULT_TENANT: &str = "default";
@@ -154,22 +161,31 @@ pub struct JobService {
     attempts: Arc<RunningAttempts>,
     shutdown: watch::Receiver<bool>,
     waiting: Arc<AtomicUsize>,
+    /// The trigger scheduler's clock: trigger cursors are set by it.
+    clock: Arc<dyn Clock>,
+    trigger_changes: TriggerChanges,
+}
+
+/// What the service needs besides the store.
+pub struct ServiceParts {
+    pub auth: Arc<Auth>,
+    pub attempts: Arc<RunningAttempts>,
+    /// Turning true ends every long poll at once, with no jobs.
+    pub shutdown: watch::Receiver<bool>,
+    pub clock: Arc<dyn Clock>,
+    pub trigger_changes: TriggerChanges,
 }
 
 impl JobService {
-    /// `shutdown` turning true ends every long poll at once, with no jobs.
-    pub fn new(
-        store: Arc<dyn JobStore>,
-        auth: Arc<Auth>,
-        attempts: Arc<RunningAttempts>,
-        shutdown: watch::Receiver<bool>,
-    ) -> JobService {
+    pub fn new(store: Arc<dyn JobStore>, parts: ServiceParts) -> JobService {
         JobService {
             store,
-            auth,
-            attempts,
-            shutdown,
+            auth: parts.auth,
+            attempts: parts.attempts,
+            shutdown: parts.shutdown,
             waiting: Arc::new(AtomicUsize::new(0)),
+            clock: parts.clock,
+            trigger_changes: parts.trigger_changes,
         }
     }
 

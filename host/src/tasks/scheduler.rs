@@ -1,0 +1,194 @@
+//! The trigger scheduler: sleeps until the earliest trigger is due, then asks the store to fire
+//! everything due.
+//!
+//! It keeps a due-time index of the active triggers (rebuilt from the store at start-up and
+//! kept current by the changes the service sends it), so it wakes only when a fire is due or
+//! a trigger changes: idle triggers cost nothing. The store decides each fire against the
+//! trigger's stored cursor, so a stale entry here can at worst cause a fire request that does
+//! nothing.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use crate::clock::Clock;
+use crate::job::EpochMs;
+use crate::store::{DueFire, JobStore, StoreError};
+use crate::trigger::{TriggerId, TriggerRecord};
+
+/// Most triggers fired in one store request.
+const MAX_FIRES_PER_ROUND: usize = 1024;
+/// Pause before retrying after the store failed to fire.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// A change the service made to a trigger.
+#[derive(Clone, Debug)]
+pub enum TriggerChange {
+    Stored(Box<TriggerRecord>),
+    Removed(TriggerId),
+}
+
+/// The sending side the service holds.
+pub type TriggerChanges = mpsc::UnboundedSender<TriggerChange>;
+
+/// Counts kept for tests and metrics.
+#[derive(Debug, Default)]
+pub struct SchedulerStats {
+    /// Times the scheduler woke because a fire was due.
+    pub rounds: AtomicU64,
+    /// Jobs created by fires.
+    pub jobs_created: AtomicU64,
+}
+
+pub struct TriggerScheduler {
+    store: Arc<dyn JobStore>,
+    clock: Arc<dyn Clock>,
+    changes: mpsc::UnboundedReceiver<TriggerChange>,
+    stats: Arc<SchedulerStats>,
+    index: DueIndex,
+}
+
+impl TriggerScheduler {
+    pub fn new(
+        store: Arc<dyn JobStore>,
+        clock: Arc<dyn Clock>,
+        changes: mpsc::UnboundedReceiver<TriggerChange>,
+        stats: Arc<SchedulerStats>,
+    ) -> Result<TriggerScheduler, StoreError> {
+        let mut index = DueIndex::default();
+        for trigger in store.triggers()? {
+            index.put(&trigger);
+        }
+        Ok(TriggerScheduler {
+            store,
+            clock,
+            changes,
+            stats,
+            index,
+        })
+    }
+
+    /// Runs until `stopping` turns true.
+    pub async fn run(mut self, mut stopping: watch::Receiver<bool>) {
+        loop {
+            let next_due = self.index.first();
+            let clock = self.clock.clone();
+            let due = async move {
+                match next_due {
+                    Some(at) => clock.sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                () = stopped(&mut stopping) => return,
+                change = self.changes.recv() => match change {
+                    Some(TriggerChange::Stored(trigger)) => self.index.put(&trigger),
+                    Some(TriggerChange::Removed(id)) => self.index.remove(id),
+                    None => return,
+                },
+                () = due => {
+                    self.stats.rounds.fetch_add(1, Ordering::Relaxed);
+                    if let Err(error) = self.fire_due().await {
+                        if error == StoreError::Closed {
+                            return;
+                        }
+                        tracing::error!(%error, "firing triggers failed; retrying");
+                        tokio::time::sleep(RETRY_AFTER).await;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn fire_due(&mut self) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        let due = self.index.due(now, MAX_FIRES_PER_ROUND);
+        if due.is_empty() {
+            return Ok(());
+        }
+        let results = self.store.fire_triggers(due, now).await?;
+        for (id, trigger) in results {
+            match trigger {
+                Some(trigger) => {
+                    let before = self.index.fired(id);
+                    if trigger.fired > before {
+                        self.stats
+                            .jobs_created
+                            .fetch_add(trigger.fired - before, Ordering::Relaxed);
+                        tracing::debug!(
+                            trigger = id,
+                            tenant = %trigger.tenant,
+                            job_type = %trigger.job_type,
+                            job = ?trigger.last_job,
+                            "trigger fired"
+                        );
+                    }
+                    self.index.put(&trigger);
+                }
+                None => self.index.remove(id),
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn stopped(stopping: &mut watch::Receiver<bool>) {
+    let _ = stopping.wait_for(|stop| *stop).await;
+}
+
+/// Active triggers by next fire time.
+#[derive(Default)]
+struct DueIndex {
+    by_time: BTreeSet<(EpochMs, TriggerId)>,
+    /// Per trigger: its entry in `by_time` (if active), the revision it came from, and how
+    /// many jobs it had created.
+    entries: HashMap<TriggerId, (Option<EpochMs>, u64, u64)>,
+}
+
+impl DueIndex {
+    /// Indexes a trigger as stored, unless an entry from a newer revision is already here.
+    fn put(&mut self, trigger: &TriggerRecord) {
+        if let Some((_, revision, _)) = self.entries.get(&trigger.id)
+            && *revision > trigger.revision
+        {
+            return;
+        }
+        self.remove(trigger.id);
+        let next = trigger.next_fire.filter(|_| trigger.enabled);
+        if let Some(at) = next {
+            self.by_time.insert((at, trigger.id));
+        }
+        self.entries
+            .insert(trigger.id, (next, trigger.revision, trigger.fired));
+    }
+
+    fn remove(&mut self, id: TriggerId) {
+        if let Some((Some(at), _, _)) = self.entries.remove(&id) {
+            self.by_time.remove(&(at, id));
+        }
+    }
+
+    fn first(&self) -> Option<EpochMs> {
+        self.by_time.first().map(|(at, _)| *at)
+    }
+
+    fn fired(&self, id: TriggerId) -> u64 {
+        self.entries.get(&id).map_or(0, |(_, _, fired)| *fired)
+    }
+
+    fn due(&self, now: EpochMs, limit: usize) -> Vec<DueFire> {
+        self.by_time
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .take(limit)
+            .map(|(at, id)| DueFire {
+                trigger: *id,
+                next_fire: *at,
+            })
+            .collect()
+    }
+}

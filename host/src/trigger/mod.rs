@@ -1,0 +1,161 @@
+//! Triggers: named schedules that create jobs from a template, exactly once per fire time.
+//!
+//! A [`TriggerRecord`] carries its definition and its cursor, `next_fire`: the scheduled
+//! time of the next fire. The store advances the cursor in the same atomic write that creates
+//! the fired jobs, so a crash can neither repeat a fire nor lose one. What one firing does
+//! (catch-up after downtime, overlap skips, the end of a lifetime) is decided by [`plan`]
+//! alone; when a schedule fires is [`schedule`]'s business.
+
+pub mod plan;
+pub mod schedule;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::job::{EpochMs, JobId, JobPayload, NewJob};
+pub use schedule::{CompiledSchedule, Schedule, ScheduleError};
+
+pub type TriggerId = u64;
+
+/// Missed fires created after downtime, at most, unless a trigger says otherwise.
+pub const DEFAULT_MAX_CATCH_UP: u32 = 100;
+/// The most missed fires a trigger may ask to catch up.
+pub const MAX_CATCH_UP_LIMIT: u32 = 10_000;
+/// Header prefix reserved for what the host adds to fired jobs.
+pub const RESERVED_HEADER_PREFIX: &str = "jobhost-";
+
+/// What a trigger does while its previous job is still unfinished.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Overlap {
+    /// Fire anyway.
+    #[default]
+    Allow,
+    /// Skip the fire (it is counted, and the cursor moves on).
+    Skip,
+}
+
+impl Overlap {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Overlap::Allow => "allow",
+            Overlap::Skip => "skip",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Overlap> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "allow" => Some(Overlap::Allow),
+            "skip" => Some(Overlap::Skip),
+            _ => None,
+        }
+    }
+}
+
+/// The job each fire creates.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobTemplate {
+    /// JSON object text.
+    pub variables: String,
+    pub custom_headers: BTreeMap<String, String>,
+    pub retries: i32,
+    pub priority: i32,
+}
+
+/// Where a trigger stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TriggerStatus {
+    Active,
+    Paused,
+    /// Past its end, or its schedule has no more fire times.
+    Ended,
+}
+
+impl TriggerStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TriggerStatus::Active => "active",
+            TriggerStatus::Paused => "paused",
+            TriggerStatus::Ended => "ended",
+        }
+    }
+}
+
+/// A trigger as stored: its definition, its cursor and what it has done.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TriggerRecord {
+    pub id: TriggerId,
+    pub tenant: String,
+    /// Unique within the tenant.
+    pub name: String,
+    pub job_type: String,
+    pub schedule: Schedule,
+    pub template: JobTemplate,
+    /// After downtime: create the missed fires (up to `max_catch_up`), or skip them.
+    pub catch_up: bool,
+    pub max_catch_up: u32,
+    /// No fire is scheduled after this time.
+    pub end_at: Option<EpochMs>,
+    pub overlap: Overlap,
+    pub enabled: bool,
+    pub created_at: EpochMs,
+    /// Last change of the definition.
+    pub updated_at: EpochMs,
+    /// Scheduled time of the next fire; `None` while paused or once ended.
+    pub next_fire: Option<EpochMs>,
+    /// Scheduled time of the last fire that created a job.
+    pub last_fire: Option<EpochMs>,
+    pub last_job: Option<JobId>,
+    /// Jobs created so far.
+    pub fired: u64,
+    /// Fires skipped because the previous job was unfinished (`overlap` = skip).
+    pub skipped: u64,
+    /// Fires dropped as missed (downtime without catch-up, or beyond `max_catch_up`).
+    pub missed: u64,
+    /// Bumped by every stored change, so concurrent changes can detect each other.
+    pub revision: u64,
+}
+
+impl TriggerRecord {
+    pub fn status(&self) -> TriggerStatus {
+        match (self.enabled, self.next_fire) {
+            (false, _) => TriggerStatus::Paused,
+            (true, None) => TriggerStatus::Ended,
+            (true, Some(_)) => TriggerStatus::Active,
+        }
+    }
+
+    /// Points the cursor at the first fire after `now` (none while paused or past the end).
+    pub fn rearm(&mut self, schedule: &CompiledSchedule, now: EpochMs) {
+        self.next_fire = if self.enabled {
+            schedule
+                .next_after(now)
+                .filter(|at| self.end_at.is_none_or(|end| *at <= end))
+        } else {
+            None
+        };
+    }
+
+    /// The job one fire at `scheduled_at` creates.
+    pub fn job_for(&self, scheduled_at: EpochMs) -> NewJob {
+        let mut custom_headers = self.template.custom_headers.clone();
+        custom_headers.insert("jobhost-trigger".into(), self.name.clone());
+        custom_headers.insert("jobhost-trigger-id".into(), self.id.to_string());
+        custom_headers.insert(
+            "jobhost-scheduled-at".into(),
+            crate::service::format_time(scheduled_at).unwrap_or_default(),
+        );
+        NewJob {
+            tenant: self.tenant.clone(),
+            job_type: self.job_type.clone(),
+            priority: self.template.priority,
+            retries: self.template.retries,
+            run_at: None,
+            payload: JobPayload {
+                variables: self.template.variables.clone(),
+                custom_headers,
+                process: Default::default(),
+            },
+        }
+    }
+}
