@@ -43,6 +43,7 @@ pub fn router(service: Arc<JobService>, registry: Arc<HandlerRegistry>) -> Route
         .layer(DefaultBodyLimit::max(upload_limit));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/api/v1/whoami", get(whoami))
         .route("/api/v1/jobs", post(create_job).get(list_jobs))
         .route("/api/v1/jobs/activate", post(activate_jobs))
         .route("/api/v1/jobs/{key}", get(get_job))
@@ -62,6 +63,7 @@ pub fn router(service: Arc<JobService>, registry: Arc<HandlerRegistry>) -> Route
         .route("/api/v1/keys/{id}", axum::routing::delete(revoke_key))
         .layer(DefaultBodyLimit::max(MAX_MESSAGE_BYTES))
         .merge(handlers)
+        .merge(super::dashboard::router())
         .with_state(Api { service, registry })
 }
 
@@ -560,6 +562,23 @@ async fn revoke_key(State(api): State<Api>, headers: HeaderMap, Path(id): Path<S
             "API key {id} not found"
         ))))
     }
+}
+
+/// The calling key: its permissions and tenants (`null`: every tenant), and the tenants in its
+/// scope that have jobs, handlers or triggers.
+async fn whoami(State(api): State<Api>, headers: HeaderMap) -> Reply {
+    let caller = caller(&api, &headers)?;
+    let tenants = match &caller.tenants {
+        crate::job::TenantScope::All => None,
+        crate::job::TenantScope::Only(tenants) => Some(tenants.iter().cloned().collect::<Vec<_>>()),
+    };
+    let known = api.service.known_tenants(&caller, &api.registry)?;
+    ok(json!({
+        "key_id": caller.key_id,
+        "permissions": caller.permissions,
+        "tenants": tenants,
+        "known_tenants": known,
+    }))
 }
 
 /// A trigger: its definition as given, its status, and what it has done.

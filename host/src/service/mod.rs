@@ -197,6 +197,24 @@ impl JobService {
         Ok(self.auth.authenticate(api_key)?)
     }
 
+    /// Tenants in the caller's scope that have jobs, handlers or triggers, and every tenant the
+    /// caller is granted by name.
+    pub fn known_tenants(
+        &self,
+        caller: &Principal,
+        registry: &crate::registry::HandlerRegistry,
+    ) -> Result<Vec<String>, ServiceError> {
+        let mut tenants = std::collections::BTreeSet::new();
+        if let TenantScope::Only(granted) = &caller.tenants {
+            tenants.extend(granted.iter().cloned());
+        }
+        tenants.extend(self.store.job_tenants()?);
+        tenants.extend(registry.snapshot().iter().map(|h| h.record.tenant.clone()));
+        tenants.extend(self.store.triggers()?.into_iter().map(|t| t.tenant));
+        tenants.retain(|tenant| caller.tenants.contains(tenant));
+        Ok(tenants.into_iter().collect())
+    }
+
     /// Long polls waiting now.
     pub fn waiting_activations(&self) -> usize {
         self.waiting.load(Ordering::Relaxed)

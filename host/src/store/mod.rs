@@ -196,6 +196,9 @@ pub trait JobStore: Send + Sync + 'static {
 
     fn list(&self, query: &ListQuery) -> Result<ListPage, StoreError>;
 
+    /// Every tenant that has jobs.
+    fn job_tenants(&self) -> Result<Vec<String>, StoreError>;
+
     fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError>;
 
     /// Stores (or replaces) an API key durably.

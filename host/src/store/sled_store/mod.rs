@@ -329,6 +329,15 @@ impl JobStore for SledStore {
         Ok(ListPage { jobs, total })
     }
 
+    fn job_tenants(&self) -> Result<Vec<String>, StoreError> {
+        let mut tenants = std::collections::BTreeSet::new();
+        for entry in self.jobs.scan_prefix([RECORD_PREFIX]) {
+            let record: JobRecord = codec::decode(&entry.map_err(io)?.1)?;
+            tenants.insert(record.tenant);
+        }
+        Ok(tenants.into_iter().collect())
+    }
+
     fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
         decode_all(&self.api_keys)
     }
