@@ -11,5 +11,6 @@ mod handlers;
 mod lifecycle;
 mod persistence;
 mod python_client;
+mod rest_api;
 mod service_endpoints;
 mod triggers;

@@ -22,6 +22,7 @@ use crate::registry::{Deployment, HandlerRegistry, LoadedHandler};
 use crate::service::{
     self, JobService, ServiceError, TriggerDefinition, TriggerFilter, format_time, parse_time,
 };
+use crate::store::index::StateCounts;
 use crate::trigger::schedule::format_duration;
 use crate::trigger::{Schedule, TriggerRecord};
 
@@ -46,6 +47,7 @@ pub fn router(service: Arc<JobService>, registry: Arc<HandlerRegistry>) -> Route
         .route("/api/v1/whoami", get(whoami))
         .route("/api/v1/jobs", post(create_job).get(list_jobs))
         .route("/api/v1/jobs/activate", post(activate_jobs))
+        .route("/api/v1/jobs/stats", get(job_stats))
         .route("/api/v1/jobs/{key}", get(get_job))
         .route("/api/v1/jobs/{key}/complete", put(complete_job))
         .route("/api/v1/jobs/{key}/fail", post(fail_job))
@@ -141,6 +143,94 @@ fn parse_json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or(Value::Null)
 }
 
+/// The upper-case status of the REST reference (`ACTIVE` for a leased job).
+fn status_label(state: JobState) -> &'static str {
+    match state {
+        JobState::Pending => "PENDING",
+        JobState::Activatable => "ACTIVATABLE",
+        JobState::Activated => "ACTIVE",
+        JobState::Completed => "COMPLETED",
+        JobState::Failed => "FAILED",
+        JobState::Cancelled => "CANCELLED",
+    }
+}
+
+/// Counts by state as a JSON object, with their total.
+fn counts_json(counts: &StateCounts) -> Value {
+    let mut value = serde_json::Map::new();
+    value.insert("total".into(), json!(counts.total()));
+    for state in JobState::ALL {
+        value.insert(state.as_str().into(), json!(counts.get(state)));
+    }
+    Value::Object(value)
+}
+
+/// The summary of a listing: every matching job, not just the page.
+fn summary_json(counts: &StateCounts) -> Value {
+    let completed = counts.get(JobState::Completed);
+    let failed = counts.get(JobState::Failed);
+    let active = counts.get(JobState::Pending)
+        + counts.get(JobState::Activatable)
+        + counts.get(JobState::Activated);
+    let finished = completed + failed;
+    let rate = if finished == 0 {
+        Value::Null
+    } else {
+        json!((completed as f64 * 1000.0 / finished as f64).round() / 10.0)
+    };
+    let average = if completed == 0 {
+        Value::Null
+    } else {
+        json!((counts.completed_duration_sum_ms as f64 / completed as f64 / 10.0).round() / 100.0)
+    };
+    json!({
+        "total_jobs": counts.total(),
+        "active_jobs": active,
+        "pending_jobs": counts.get(JobState::Pending),
+        "activatable_jobs": counts.get(JobState::Activatable),
+        "activated_jobs": counts.get(JobState::Activated),
+        "completed_jobs": completed,
+        "failed_jobs": failed,
+        "cancelled_jobs": counts.get(JobState::Cancelled),
+        "success_rate_percent": rate,
+        "avg_duration_seconds": average,
+    })
+}
+
+async fn job_stats(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
+) -> Reply {
+    let caller = caller(&api, &headers)?;
+    let stats = api
+        .service
+        .job_stats(&caller, params.get("tenant_id").map(String::as_str))?;
+    let map = |groups: &HashMap<String, StateCounts>| {
+        groups
+            .iter()
+            .map(|(name, counts)| (name.clone(), counts_json(counts)))
+            .collect::<serde_json::Map<_, _>>()
+    };
+    let by_state = counts_json(&stats.by_state);
+    ok(json!({
+        "total_jobs": stats.by_state.total(),
+        "by_state": by_state,
+        "by_type": map(&stats.by_type),
+        "by_tenant": map(&stats.by_tenant),
+        "per_minute": stats.per_minute.iter().map(|(minute, completed, failed)| json!({
+            "minute": format_time(*minute),
+            "completed": completed,
+            "failed": failed,
+        })).collect::<Vec<_>>(),
+        "duration": {
+            "samples": stats.completions,
+            "avg_ms": stats.avg_duration_ms,
+            "p95_ms": stats.p95_duration_ms,
+        },
+    }))
+}
+
 /// A job in the shape of the REST reference.
 pub fn job_json(job: &Job) -> Value {
     let record = &job.record;
@@ -151,7 +241,7 @@ pub fn job_json(job: &Job) -> Value {
         "job_key": record.id.to_string(),
         "type": record.job_type,
         "state": record.state.as_str(),
-        "status": record.state.as_str(),
+        "status": status_label(record.state),
         "tenant_id": record.tenant,
         "worker_id": none_if_empty(&record.worker),
         "process_instance_id": none_if_empty(&process.process_instance_key),
@@ -205,6 +295,10 @@ pub fn job_json(job: &Job) -> Value {
         }
         JobState::Failed => {
             fields.insert("failed_at".into(), json!(format_time(record.finished_at)));
+            fields.insert(
+                "incident_id".into(),
+                json!(format!("incident-{}", record.id)),
+            );
         }
         JobState::Cancelled => {
             fields.insert(
@@ -355,7 +449,9 @@ async fn list_jobs(
             "has_next": page.page < total_pages,
             "has_prev": page.page > 1,
         },
+        "summary": summary_json(&page.counts),
         "filters_applied": {
+            "status": text("state").or_else(|| text("status")),
             "state": text("state").or_else(|| text("status")),
             "type": text("type"),
             "worker": text("worker"),

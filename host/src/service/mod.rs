@@ -26,6 +26,7 @@ use crate::job::{
     TenantScope, now_ms,
 };
 use crate::runtime::InterruptReason;
+use crate::store::index::{IndexStats, StateCounts};
 use crate::store::{Activation, ApplyError, JobStore, ListPage, ListQuery, SortBy, StoreError};
 use crate::tasks::executor::RunningAttempts;
 use crate::tasks::scheduler::TriggerChanges;
@@ -147,6 +148,8 @@ pub struct JobsPage {
     pub page: u32,
     pub page_size: u32,
     pub total_count: u64,
+    /// Every matching job (not just this page's) by state.
+    pub counts: StateCounts,
 }
 
 impl JobsPage {
@@ -195,6 +198,24 @@ impl JobService {
 
     pub fn authenticate(&self, api_key: Option<&str>) -> Result<Principal, ServiceError> {
         Ok(self.auth.authenticate(api_key)?)
+    }
+
+    /// Counts of the caller's jobs (in one tenant, if named) by state, type and tenant, with
+    /// the last hour's completions and incidents per minute and run times.
+    pub fn job_stats(
+        &self,
+        caller: &Principal,
+        tenant_id: Option<&str>,
+    ) -> Result<IndexStats, ServiceError> {
+        caller.require(auth::JOBS)?;
+        let tenant = tenant_id.map(str::trim).filter(|t| !t.is_empty());
+        if let Some(tenant) = tenant {
+            if !valid_tenant_id(tenant) {
+                return Err(invalid(format!("invalid tenant_id '{tenant}'")));
+            }
+            caller.require_tenant(tenant)?;
+        }
+        Ok(self.store.stats(&caller.tenants, tenant, now_ms())?)
     }
 
     /// Tenants in the caller's scope that have jobs, handlers or triggers, and every tenant the
@@ -579,12 +600,17 @@ impl JobService {
             offset: ((page - 1) * page_size) as usize,
             limit: page_size as usize,
         };
-        let ListPage { jobs, total } = self.store.list(&query)?;
+        let ListPage {
+            jobs,
+            total,
+            counts,
+        } = self.store.list(&query)?;
         Ok(JobsPage {
             jobs,
             page: page as u32,
             page_size: page_size as u32,
             total_count: total,
+            counts,
         })
     }
 }

@@ -17,6 +17,7 @@
 
 #[cfg(test)]
 pub mod conformance;
+pub mod index;
 mod sled_store;
 
 pub use sled_store::SledStore;
@@ -27,6 +28,7 @@ use crate::handler::HandlerRecord;
 use crate::job::state::{Event, Refusal};
 use crate::job::{AttemptLog, EpochMs, Job, JobId, JobRecord, JobState, NewJob, TenantScope};
 use crate::trigger::{TriggerId, TriggerRecord};
+use index::{IndexStats, StateCounts};
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum StoreError {
@@ -136,6 +138,8 @@ pub struct ListPage {
     pub jobs: Vec<Job>,
     /// Jobs matching the filters, on all pages.
     pub total: u64,
+    /// The same jobs by state, with the run time of the completed ones.
+    pub counts: StateCounts,
 }
 
 /// An API key as stored: the secret itself is never kept, only its SHA-256.
@@ -194,7 +198,16 @@ pub trait JobStore: Send + Sync + 'static {
 
     fn get(&self, id: JobId) -> Result<Option<Job>, StoreError>;
 
+    /// One page of the jobs matching the query, from indexes (no scan of the jobs).
     fn list(&self, query: &ListQuery) -> Result<ListPage, StoreError>;
+
+    /// Counts by state, type and tenant, and the last hour's completions, from indexes.
+    fn stats(
+        &self,
+        scope: &TenantScope,
+        tenant: Option<&str>,
+        now: EpochMs,
+    ) -> Result<IndexStats, StoreError>;
 
     /// Every tenant that has jobs.
     fn job_tenants(&self) -> Result<Vec<String>, StoreError>;

@@ -7,6 +7,8 @@
 //! - `a` + id + attempt (u32 big-endian): an [`crate::job::AttemptLog`], written once;
 //! - `t` + id (u64 big-endian): a [`crate::trigger::TriggerRecord`], rewritten with the jobs
 //!   each of its fires creates;
+//! - `i` + id: the workflow instance and element of a job that names them (for listings by
+//!   them), written once;
 //! - `m` + name: store metadata (the job-id reservation, the next trigger id).
 //!
 //! Values are postcard with a leading format-version byte.
@@ -22,6 +24,7 @@ pub const RECORD_PREFIX: u8 = b'j';
 pub const PAYLOAD_PREFIX: u8 = b'p';
 pub const ATTEMPT_PREFIX: u8 = b'a';
 pub const TRIGGER_PREFIX: u8 = b't';
+pub const PROCESS_PREFIX: u8 = b'i';
 pub const ID_RESERVATION_KEY: &[u8] = b"mnext-id";
 pub const NEXT_TRIGGER_ID_KEY: &[u8] = b"mnext-trigger-id";
 const FORMAT_VERSION: u8 = 1;
@@ -50,6 +53,14 @@ pub fn prefixed(prefix: u8, id: JobId) -> [u8; 9] {
     key[0] = prefix;
     key[1..].copy_from_slice(&id.to_be_bytes());
     key
+}
+
+/// The job id in a key made by [`prefixed`].
+pub fn id_of(key: &[u8]) -> Result<JobId, StoreError> {
+    key.get(1..9)
+        .and_then(|bytes| bytes.try_into().ok())
+        .map(JobId::from_be_bytes)
+        .ok_or_else(|| StoreError::Corrupt("malformed job key".into()))
 }
 
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {

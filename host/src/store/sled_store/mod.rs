@@ -8,15 +8,16 @@ mod writer;
 
 use std::path::Path;
 use std::sync::mpsc::{self, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use async_trait::async_trait;
 use tokio::sync::oneshot;
 
-use self::codec::{ATTEMPT_PREFIX, RECORD_PREFIX, TRIGGER_PREFIX, io, payload_key, record_key};
+use self::codec::{ATTEMPT_PREFIX, TRIGGER_PREFIX, io, payload_key, record_key};
 use self::writer::{Command, Poison, Writer};
+use super::index::{IndexStats, JobIndex};
 use super::{
-    Activation, ApiKeyRecord, ApplyError, DueFire, Extras, JobStore, ListPage, ListQuery, SortBy,
+    Activation, ApiKeyRecord, ApplyError, DueFire, Extras, JobStore, ListPage, ListQuery,
     StoreError, TriggerError,
 };
 use crate::handler::HandlerRecord;
@@ -35,6 +36,8 @@ pub struct SledStore {
     components: sled::Tree,
     commands: Sender<Command>,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// Listing and statistics indexes, kept by the writer.
+    index: Arc<RwLock<JobIndex>>,
 }
 
 impl Drop for SledStore {
@@ -55,7 +58,8 @@ impl SledStore {
         let handlers = db.open_tree("handlers").map_err(io)?;
         let components = db.open_tree("components").map_err(io)?;
         let poison: Poison = Arc::new(Mutex::new(None));
-        let writer = Writer::recover(jobs.clone(), poison.clone())?;
+        let index = Arc::new(RwLock::new(JobIndex::default()));
+        let writer = Writer::recover(jobs.clone(), poison.clone(), index.clone())?;
         let (commands, command_queue) = mpsc::channel();
         let (groups, group_queue) = mpsc::channel();
         let flusher_db = db.clone();
@@ -76,6 +80,7 @@ impl SledStore {
             components,
             commands,
             threads: Mutex::new(vec![writer, flusher]),
+            index,
         })
     }
 
@@ -118,25 +123,10 @@ impl SledStore {
         }
     }
 
-    fn matches(&self, query: &ListQuery, record: &JobRecord) -> bool {
-        let equals =
-            |wanted: &Option<String>, actual: &str| wanted.as_deref().is_none_or(|w| w == actual);
-        query.scope.contains(&record.tenant)
-            && equals(&query.tenant, &record.tenant)
-            && query.state.is_none_or(|state| state == record.state)
-            && equals(&query.job_type, &record.job_type)
-            && equals(&query.worker, &record.worker)
-            && query.created_after.is_none_or(|t| record.created_at > t)
-            && query.created_before.is_none_or(|t| record.created_at < t)
-    }
-
-    fn matches_payload(query: &ListQuery, payload: &JobPayload) -> bool {
-        let equals =
-            |wanted: &Option<String>, actual: &str| wanted.as_deref().is_none_or(|w| w == actual);
-        equals(
-            &query.process_instance_key,
-            &payload.process.process_instance_key,
-        ) && equals(&query.element_id, &payload.process.element_id)
+    fn read_index(&self) -> Result<std::sync::RwLockReadGuard<'_, JobIndex>, StoreError> {
+        self.index
+            .read()
+            .map_err(|_| StoreError::Corrupt("job index lock poisoned".into()))
     }
 }
 
@@ -285,57 +275,32 @@ impl JobStore for SledStore {
     }
 
     fn list(&self, query: &ListQuery) -> Result<ListPage, StoreError> {
-        let needs_payload = query.process_instance_key.is_some() || query.element_id.is_some();
-        let records = self.jobs.scan_prefix([RECORD_PREFIX]);
-        let ordered: Box<dyn Iterator<Item = _>> =
-            if query.descending && query.sort_by == SortBy::CreatedAt {
-                Box::new(records.rev())
-            } else {
-                Box::new(records)
-            };
-        let mut matching = Vec::new();
-        for entry in ordered {
-            let (_, bytes) = entry.map_err(io)?;
-            let record: JobRecord = codec::decode(&bytes)?;
-            if !self.matches(query, &record) {
-                continue;
-            }
-            if needs_payload && !Self::matches_payload(query, &self.payload(record.id)?) {
-                continue;
-            }
-            matching.push(record);
-        }
-        let sort_key = |record: &JobRecord| match query.sort_by {
-            SortBy::CreatedAt => record.created_at,
-            SortBy::ActivatedAt => record.activated_at,
-            SortBy::Deadline => record.deadline,
-        };
-        if query.sort_by != SortBy::CreatedAt {
-            matching.sort_by_key(|record| (sort_key(record), record.id));
-            if query.descending {
-                matching.reverse();
+        let page = self.read_index()?.list(query);
+        let mut jobs = Vec::with_capacity(page.ids.len());
+        for id in page.ids {
+            // A job listed is stored: the index follows the applied batches.
+            if let Some(job) = self.get(id)? {
+                jobs.push(job);
             }
         }
-        let total = matching.len() as u64;
-        let jobs = matching
-            .into_iter()
-            .skip(query.offset)
-            .take(query.limit)
-            .map(|record| {
-                let payload = self.payload(record.id)?;
-                Ok(Job { record, payload })
-            })
-            .collect::<Result<_, StoreError>>()?;
-        Ok(ListPage { jobs, total })
+        Ok(ListPage {
+            jobs,
+            total: page.counts.total(),
+            counts: page.counts,
+        })
+    }
+
+    fn stats(
+        &self,
+        scope: &TenantScope,
+        tenant: Option<&str>,
+        now: EpochMs,
+    ) -> Result<IndexStats, StoreError> {
+        Ok(self.read_index()?.stats(scope, tenant, now))
     }
 
     fn job_tenants(&self) -> Result<Vec<String>, StoreError> {
-        let mut tenants = std::collections::BTreeSet::new();
-        for entry in self.jobs.scan_prefix([RECORD_PREFIX]) {
-            let record: JobRecord = codec::decode(&entry.map_err(io)?.1)?;
-            tenants.insert(record.tenant);
-        }
-        Ok(tenants.into_iter().collect())
+        Ok(self.read_index()?.tenants())
     }
 
     fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {

@@ -16,17 +16,18 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
 
 use super::codec::{
-    self, ID_RESERVATION_KEY, NEXT_TRIGGER_ID_KEY, RECORD_PREFIX, TRIGGER_PREFIX, attempt_key,
-    payload_key, record_key, trigger_key,
+    self, ID_RESERVATION_KEY, NEXT_TRIGGER_ID_KEY, PROCESS_PREFIX, RECORD_PREFIX, TRIGGER_PREFIX,
+    attempt_key, payload_key, record_key, trigger_key,
 };
 use crate::job::state::{self, Event};
 use crate::job::{EpochMs, JobId, JobRecord, JobState, NewJob, TenantScope, now_ms};
+use crate::store::index::{IndexedJob, JobIndex};
 use crate::store::{Activation, ApplyError, DueFire, Extras, StoreError, TriggerError};
 use crate::trigger::plan::plan;
 use crate::trigger::{TriggerId, TriggerRecord};
@@ -171,6 +172,10 @@ pub(super) struct Writer {
     next_trigger_id: TriggerId,
     batch: sled::Batch,
     writes: usize,
+    /// The listing indexes, and this group's changes to them (applied once the batch is).
+    index: Arc<RwLock<JobIndex>>,
+    index_changes: Vec<IndexedJob>,
+    process_changes: Vec<(JobId, String, String)>,
     newly_ready: Vec<String>,
     answers: Vec<Answer>,
     poison: Poison,
@@ -178,7 +183,11 @@ pub(super) struct Writer {
 
 impl Writer {
     /// Rebuilds the in-memory indexes from the stored records.
-    pub(super) fn recover(tree: sled::Tree, poison: Poison) -> Result<Writer, StoreError> {
+    pub(super) fn recover(
+        tree: sled::Tree,
+        poison: Poison,
+        index: Arc<RwLock<JobIndex>>,
+    ) -> Result<Writer, StoreError> {
         let reserved_until = match tree.get(ID_RESERVATION_KEY).map_err(codec::io)? {
             Some(bytes) => u64::from_be_bytes(
                 bytes
@@ -211,19 +220,33 @@ impl Writer {
             next_trigger_id,
             batch: sled::Batch::default(),
             writes: 0,
+            index: index.clone(),
+            index_changes: Vec::new(),
+            process_changes: Vec::new(),
             newly_ready: Vec::new(),
             answers: Vec::new(),
             poison,
         };
+        let mut rebuilt = JobIndex::default();
         for entry in tree.scan_prefix([RECORD_PREFIX]) {
             let (_, bytes) = entry.map_err(codec::io)?;
             let record: JobRecord = codec::decode(&bytes)?;
+            rebuilt.put(&IndexedJob::from(&record));
             writer.next_id = writer.next_id.max(record.id + 1);
             if record.state.is_open() {
                 writer.index(&record);
                 writer.open.insert(record.id, record);
             }
         }
+        for entry in tree.scan_prefix([PROCESS_PREFIX]) {
+            let (key, bytes) = entry.map_err(codec::io)?;
+            let id = codec::id_of(&key)?;
+            let (instance, element): (String, String) = codec::decode(&bytes)?;
+            rebuilt.put_process(id, &instance, &element);
+        }
+        *index
+            .write()
+            .map_err(|_| StoreError::Corrupt("job index lock".into()))? = rebuilt;
         for entry in tree.scan_prefix([TRIGGER_PREFIX]) {
             let (_, bytes) = entry.map_err(codec::io)?;
             let trigger: TriggerRecord = codec::decode(&bytes)?;
@@ -532,6 +555,17 @@ impl Writer {
         self.batch
             .insert(&payload_key(id), codec::encode(&job.payload));
         self.writes += 1;
+        let process = &job.payload.process;
+        if !process.process_instance_key.is_empty() || !process.element_id.is_empty() {
+            let names = (
+                process.process_instance_key.clone(),
+                process.element_id.clone(),
+            );
+            self.batch
+                .insert(&codec::prefixed(PROCESS_PREFIX, id), codec::encode(&names));
+            self.writes += 1;
+            self.process_changes.push((id, names.0, names.1));
+        }
         self.put(record);
         id
     }
@@ -581,6 +615,7 @@ impl Writer {
         self.batch
             .insert(&record_key(record.id), codec::encode(&record));
         self.writes += 1;
+        self.index_changes.push(IndexedJob::from(&record));
         if record.state.is_open() {
             self.index(&record);
             self.open.insert(record.id, record);
@@ -732,11 +767,24 @@ impl Writer {
         self.writes = 0;
         let result = self.tree.apply_batch(batch);
         self.closed_in_group.clear();
+        let changes = std::mem::take(&mut self.index_changes);
+        let processes = std::mem::take(&mut self.process_changes);
         match result {
-            Ok(()) => Group {
-                wrote: true,
-                answers,
-            },
+            Ok(()) => {
+                // Before anyone hears of the changes, so listings show what was acknowledged.
+                let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
+                for (id, instance, element) in &processes {
+                    index.put_process(*id, instance, element);
+                }
+                for change in &changes {
+                    index.put(change);
+                }
+                drop(index);
+                Group {
+                    wrote: true,
+                    answers,
+                }
+            }
             Err(error) => {
                 let error = codec::io(error);
                 tracing::error!(%error, "job store write failed; refusing further changes");

@@ -1,0 +1,711 @@
+//! In-memory indexes of every stored job, for listings and statistics that answer in
+//! milliseconds however many jobs are stored.
+//!
+//! Jobs are grouped by (tenant, type, state, worker); each group keeps its jobs ordered by
+//! creation time. A listing picks the groups its filters allow, counts them by their sizes (or
+//! by a range of creation times), and merges the groups' orders to cut one page, so it never
+//! looks at jobs outside its filters. Jobs of a workflow instance or element are found through
+//! their own maps. Completions and incidents are also counted per tenant and minute for the
+//! last hour, with a histogram of durations.
+//!
+//! The store's writer applies each group commit's changes here before it answers anyone, so a
+//! listing sees every acknowledged change. The indexes cost no writes: they are rebuilt from the
+//! job records at start-up. Memory is about 100 bytes per job.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::ops::Bound;
+use std::sync::Arc;
+
+use crate::job::{EpochMs, JobId, JobRecord, JobState, TenantScope};
+
+use super::{ListQuery, SortBy};
+
+const MINUTE_MS: EpochMs = 60_000;
+/// Minutes of completions and incidents kept for statistics.
+const MINUTES_KEPT: usize = 60;
+/// Duration histogram buckets: four per doubling, from 1 ms up to about 2^40 ms.
+const DURATION_BUCKETS: usize = 164;
+
+/// A range of (created_at, id) keys.
+type CreatedRange = (Bound<(EpochMs, JobId)>, Bound<(EpochMs, JobId)>);
+
+/// What a job's index entry holds.
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    created_at: EpochMs,
+    activated_at: EpochMs,
+    deadline: EpochMs,
+    finished_at: EpochMs,
+    group: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct GroupKey {
+    tenant: Arc<str>,
+    job_type: Arc<str>,
+    state: JobState,
+    worker: Arc<str>,
+}
+
+#[derive(Debug)]
+struct Group {
+    key: GroupKey,
+    /// (created_at, id), oldest first.
+    jobs: BTreeSet<(EpochMs, JobId)>,
+    /// Sum of run times (finished - created) of the group's jobs, for completed groups.
+    duration_sum_ms: i64,
+}
+
+/// Completions and incidents of one tenant in one minute.
+#[derive(Clone, Debug)]
+struct MinuteCounts {
+    minute: EpochMs,
+    completed: u64,
+    failed: u64,
+    duration_sum_ms: i64,
+    durations: Box<[u32; DURATION_BUCKETS]>,
+}
+
+impl MinuteCounts {
+    fn new(minute: EpochMs) -> MinuteCounts {
+        MinuteCounts {
+            minute,
+            completed: 0,
+            failed: 0,
+            duration_sum_ms: 0,
+            durations: Box::new([0; DURATION_BUCKETS]),
+        }
+    }
+}
+
+/// A job change as the index needs it.
+#[derive(Clone, Debug)]
+pub struct IndexedJob {
+    pub id: JobId,
+    pub tenant: String,
+    pub job_type: String,
+    pub state: JobState,
+    pub worker: String,
+    pub created_at: EpochMs,
+    pub activated_at: EpochMs,
+    pub deadline: EpochMs,
+    pub finished_at: EpochMs,
+}
+
+impl From<&JobRecord> for IndexedJob {
+    fn from(record: &JobRecord) -> IndexedJob {
+        IndexedJob {
+            id: record.id,
+            tenant: record.tenant.clone(),
+            job_type: record.job_type.clone(),
+            state: record.state,
+            worker: record.worker.clone(),
+            created_at: record.created_at,
+            activated_at: record.activated_at,
+            deadline: record.deadline,
+            finished_at: record.finished_at,
+        }
+    }
+}
+
+/// Jobs counted by state, with their run times.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StateCounts {
+    pub by_state: [u64; 6],
+    /// Sum of run times of the completed ones.
+    pub completed_duration_sum_ms: i64,
+}
+
+impl StateCounts {
+    pub fn total(&self) -> u64 {
+        self.by_state.iter().sum()
+    }
+
+    pub fn get(&self, state: JobState) -> u64 {
+        self.by_state[state_slot(state)]
+    }
+
+    fn add(&mut self, state: JobState, count: u64) {
+        self.by_state[state_slot(state)] += count;
+    }
+}
+
+/// One page of a listing, as ids, with what the whole listing holds.
+#[derive(Clone, Debug, Default)]
+pub struct IndexPage {
+    pub ids: Vec<JobId>,
+    pub counts: StateCounts,
+}
+
+/// Counts of the jobs in a scope.
+#[derive(Clone, Debug, Default)]
+pub struct IndexStats {
+    pub by_state: StateCounts,
+    pub by_type: HashMap<String, StateCounts>,
+    pub by_tenant: HashMap<String, StateCounts>,
+    /// Per minute of the last hour, oldest first: (minute start, completed, failed).
+    pub per_minute: Vec<(EpochMs, u64, u64)>,
+    /// Completions of the last hour: how many, their mean and 95th percentile run time.
+    pub completions: u64,
+    pub avg_duration_ms: f64,
+    pub p95_duration_ms: f64,
+}
+
+#[derive(Debug, Default)]
+pub struct JobIndex {
+    entries: HashMap<JobId, Entry>,
+    groups: Vec<Group>,
+    group_of: HashMap<GroupKey, u32>,
+    names: HashMap<String, Arc<str>>,
+    /// Jobs by workflow instance and by element, for the jobs that name one.
+    by_process_instance: HashMap<String, BTreeSet<JobId>>,
+    by_element: HashMap<String, BTreeSet<JobId>>,
+    minutes: HashMap<Arc<str>, VecDeque<MinuteCounts>>,
+}
+
+fn state_slot(state: JobState) -> usize {
+    JobState::ALL
+        .iter()
+        .position(|s| *s == state)
+        .expect("every state is listed")
+}
+
+fn duration_bucket(ms: i64) -> usize {
+    let ms = ms.max(0) as f64;
+    (((ms + 1.0).log2() * 4.0) as usize).min(DURATION_BUCKETS - 1)
+}
+
+/// The upper bound (ms) of a duration bucket.
+fn bucket_upper_ms(bucket: usize) -> f64 {
+    2f64.powf((bucket + 1) as f64 / 4.0) - 1.0
+}
+
+impl JobIndex {
+    /// Records a job as it now is (new or changed).
+    pub fn put(&mut self, job: &IndexedJob) {
+        let tenant = self.name(&job.tenant);
+        let job_type = self.name(&job.job_type);
+        let worker = self.name(&job.worker);
+        let key = GroupKey {
+            tenant,
+            job_type,
+            state: job.state,
+            worker,
+        };
+        let group = self.group(key);
+        let entry = Entry {
+            created_at: job.created_at,
+            activated_at: job.activated_at,
+            deadline: job.deadline,
+            finished_at: job.finished_at,
+            group,
+        };
+        let previous = self.entries.insert(job.id, entry);
+        if let Some(old) = previous {
+            let old_group = &mut self.groups[old.group as usize];
+            old_group.jobs.remove(&(old.created_at, job.id));
+            if old_group.key.state == JobState::Completed {
+                old_group.duration_sum_ms -= old.finished_at - old.created_at;
+            }
+        }
+        let new_group = &mut self.groups[group as usize];
+        new_group.jobs.insert((job.created_at, job.id));
+        if job.state == JobState::Completed {
+            new_group.duration_sum_ms += job.finished_at - job.created_at;
+        }
+        let finished_now = matches!(job.state, JobState::Completed | JobState::Failed)
+            && previous.is_none_or(|old| self.groups[old.group as usize].key.state != job.state);
+        if finished_now {
+            let tenant = self.groups[group as usize].key.tenant.clone();
+            self.count_finish(tenant, job);
+        }
+    }
+
+    /// Records that a job belongs to a workflow instance and element (fixed at creation).
+    pub fn put_process(&mut self, id: JobId, process_instance_key: &str, element_id: &str) {
+        if !process_instance_key.is_empty() {
+            self.by_process_instance
+                .entry(process_instance_key.to_string())
+                .or_default()
+                .insert(id);
+        }
+        if !element_id.is_empty() {
+            self.by_element
+                .entry(element_id.to_string())
+                .or_default()
+                .insert(id);
+        }
+    }
+
+    fn name(&mut self, text: &str) -> Arc<str> {
+        if let Some(name) = self.names.get(text) {
+            return name.clone();
+        }
+        let name: Arc<str> = Arc::from(text);
+        self.names.insert(text.to_string(), name.clone());
+        name
+    }
+
+    fn group(&mut self, key: GroupKey) -> u32 {
+        if let Some(group) = self.group_of.get(&key) {
+            return *group;
+        }
+        let id = self.groups.len() as u32;
+        self.groups.push(Group {
+            key: key.clone(),
+            jobs: BTreeSet::new(),
+            duration_sum_ms: 0,
+        });
+        self.group_of.insert(key, id);
+        id
+    }
+
+    fn count_finish(&mut self, tenant: Arc<str>, job: &IndexedJob) {
+        let minute = job.finished_at.div_euclid(MINUTE_MS) * MINUTE_MS;
+        let minutes = self.minutes.entry(tenant).or_default();
+        let latest = minutes.back().map_or(EpochMs::MIN, |m| m.minute);
+        if minute <= latest.saturating_sub(MINUTES_KEPT as i64 * MINUTE_MS) {
+            // Older than the minutes kept: it no longer counts.
+            return;
+        }
+        // Jobs finish in time order, except while the index is rebuilt at start-up.
+        let position = minutes.partition_point(|m| m.minute < minute);
+        if minutes.get(position).is_none_or(|m| m.minute != minute) {
+            minutes.insert(position, MinuteCounts::new(minute));
+        }
+        let newest = minutes.back().map_or(minute, |m| m.minute);
+        while minutes
+            .front()
+            .is_some_and(|m| m.minute <= newest - MINUTES_KEPT as i64 * MINUTE_MS)
+        {
+            minutes.pop_front();
+        }
+        let Some(slot) = minutes.iter_mut().find(|m| m.minute == minute) else {
+            return;
+        };
+        if job.state == JobState::Completed {
+            let duration = job.finished_at - job.created_at;
+            slot.completed += 1;
+            slot.duration_sum_ms += duration;
+            slot.durations[duration_bucket(duration)] += 1;
+        } else {
+            slot.failed += 1;
+        }
+    }
+
+    /// The groups a query may read.
+    fn matching_groups<'a>(&'a self, query: &'a ListQuery) -> impl Iterator<Item = &'a Group> {
+        let wanted = |wanted: &Option<String>, actual: &str| {
+            wanted.as_deref().is_none_or(|wanted| wanted == actual)
+        };
+        self.groups.iter().filter(move |group| {
+            let key = &group.key;
+            !group.jobs.is_empty()
+                && query.scope.contains(&key.tenant)
+                && wanted(&query.tenant, &key.tenant)
+                && wanted(&query.job_type, &key.job_type)
+                && wanted(&query.worker, &key.worker)
+                && query.state.is_none_or(|state| state == key.state)
+        })
+    }
+
+    /// The (created_at, id) range a query's creation-time filters select.
+    fn created_range(query: &ListQuery) -> CreatedRange {
+        let lower = match query.created_after {
+            Some(after) => Bound::Excluded((after, JobId::MAX)),
+            None => Bound::Unbounded,
+        };
+        let upper = match query.created_before {
+            Some(before) => Bound::Excluded((before, 0)),
+            None => Bound::Unbounded,
+        };
+        (lower, upper)
+    }
+
+    /// One page of the jobs a query selects, and their counts by state.
+    pub fn list(&self, query: &ListQuery) -> IndexPage {
+        if query.process_instance_key.is_some() || query.element_id.is_some() {
+            return self.list_by_process(query);
+        }
+        let range = Self::created_range(query);
+        let whole = query.created_after.is_none() && query.created_before.is_none();
+        let groups: Vec<&Group> = self.matching_groups(query).collect();
+        let mut counts = StateCounts::default();
+        for group in &groups {
+            if whole {
+                counts.add(group.key.state, group.jobs.len() as u64);
+                if group.key.state == JobState::Completed {
+                    counts.completed_duration_sum_ms += group.duration_sum_ms;
+                }
+            } else {
+                for (_, id) in group.jobs.range(range) {
+                    counts.add(group.key.state, 1);
+                    if group.key.state == JobState::Completed
+                        && let Some(entry) = self.entries.get(id)
+                    {
+                        counts.completed_duration_sum_ms += entry.finished_at - entry.created_at;
+                    }
+                }
+            }
+        }
+        let ids = match query.sort_by {
+            SortBy::CreatedAt => Self::merge_page(&groups, range, query),
+            SortBy::ActivatedAt | SortBy::Deadline => self.sorted_page(&groups, range, query),
+        };
+        IndexPage { ids, counts }
+    }
+
+    /// Cuts a page from the groups in creation order by merging them.
+    fn merge_page(groups: &[&Group], range: CreatedRange, query: &ListQuery) -> Vec<JobId> {
+        let wanted = query.offset + query.limit;
+        let mut page = Vec::with_capacity(query.limit);
+        if query.descending {
+            let mut cursors: Vec<_> = groups.iter().map(|g| g.jobs.range(range).rev()).collect();
+            let mut heads = BinaryHeap::new();
+            for (n, cursor) in cursors.iter_mut().enumerate() {
+                if let Some(head) = cursor.next() {
+                    heads.push((*head, n));
+                }
+            }
+            let mut taken = 0;
+            while let Some(((_, id), n)) = heads.pop() {
+                if taken >= wanted {
+                    break;
+                }
+                if taken >= query.offset {
+                    page.push(id);
+                }
+                taken += 1;
+                if let Some(head) = cursors[n].next() {
+                    heads.push((*head, n));
+                }
+            }
+        } else {
+            let mut cursors: Vec<_> = groups.iter().map(|g| g.jobs.range(range)).collect();
+            let mut heads = BinaryHeap::new();
+            for (n, cursor) in cursors.iter_mut().enumerate() {
+                if let Some(head) = cursor.next() {
+                    heads.push(Reverse((*head, n)));
+                }
+            }
+            let mut taken = 0;
+            while let Some(Reverse(((_, id), n))) = heads.pop() {
+                if taken >= wanted {
+                    break;
+                }
+                if taken >= query.offset {
+                    page.push(id);
+                }
+                taken += 1;
+                if let Some(head) = cursors[n].next() {
+                    heads.push(Reverse((*head, n)));
+                }
+            }
+        }
+        page
+    }
+
+    /// Cuts a page ordered by activation time or deadline: the matching jobs are selected,
+    /// not sorted whole.
+    fn sorted_page(&self, groups: &[&Group], range: CreatedRange, query: &ListQuery) -> Vec<JobId> {
+        let key_of = |entry: &Entry| match query.sort_by {
+            SortBy::ActivatedAt => entry.activated_at,
+            SortBy::Deadline => entry.deadline,
+            SortBy::CreatedAt => entry.created_at,
+        };
+        let mut keyed: Vec<(EpochMs, JobId)> = groups
+            .iter()
+            .flat_map(|group| group.jobs.range(range))
+            .filter_map(|(_, id)| self.entries.get(id).map(|entry| (key_of(entry), *id)))
+            .collect();
+        self.cut(&mut keyed, query)
+    }
+
+    fn cut(&self, keyed: &mut Vec<(EpochMs, JobId)>, query: &ListQuery) -> Vec<JobId> {
+        let wanted = query.offset + query.limit;
+        if query.descending {
+            keyed.iter_mut().for_each(|(key, id)| {
+                *key = -*key;
+                *id = JobId::MAX - *id;
+            });
+        }
+        if keyed.len() > wanted && wanted > 0 {
+            keyed.select_nth_unstable(wanted - 1);
+            keyed.truncate(wanted);
+        }
+        keyed.sort_unstable();
+        keyed
+            .iter()
+            .skip(query.offset)
+            .take(query.limit)
+            .map(|(_, id)| {
+                if query.descending {
+                    JobId::MAX - *id
+                } else {
+                    *id
+                }
+            })
+            .collect()
+    }
+
+    /// A listing narrowed by workflow instance or element: their jobs are checked one by one.
+    fn list_by_process(&self, query: &ListQuery) -> IndexPage {
+        let empty = BTreeSet::new();
+        let process = query
+            .process_instance_key
+            .as_ref()
+            .map(|key| self.by_process_instance.get(key).unwrap_or(&empty));
+        let element = query
+            .element_id
+            .as_ref()
+            .map(|key| self.by_element.get(key).unwrap_or(&empty));
+        let candidates: Vec<JobId> = match (process, element) {
+            (Some(p), Some(e)) => p.intersection(e).copied().collect(),
+            (Some(only), None) | (None, Some(only)) => only.iter().copied().collect(),
+            (None, None) => Vec::new(),
+        };
+        let allowed: std::collections::HashSet<u32> = self
+            .matching_groups(query)
+            .map(|group| self.group_of[&group.key])
+            .collect();
+        let mut counts = StateCounts::default();
+        let mut keyed = Vec::new();
+        for id in candidates {
+            let Some(entry) = self.entries.get(&id) else {
+                continue;
+            };
+            let in_range = query.created_after.is_none_or(|t| entry.created_at > t)
+                && query.created_before.is_none_or(|t| entry.created_at < t);
+            if !in_range || !allowed.contains(&entry.group) {
+                continue;
+            }
+            let state = self.groups[entry.group as usize].key.state;
+            counts.add(state, 1);
+            if state == JobState::Completed {
+                counts.completed_duration_sum_ms += entry.finished_at - entry.created_at;
+            }
+            let key = match query.sort_by {
+                SortBy::CreatedAt => entry.created_at,
+                SortBy::ActivatedAt => entry.activated_at,
+                SortBy::Deadline => entry.deadline,
+            };
+            keyed.push((key, id));
+        }
+        let ids = self.cut(&mut keyed, query);
+        IndexPage { ids, counts }
+    }
+
+    /// Counts by state, type and tenant of the jobs in `scope` (and `tenant`, if named), and
+    /// the last hour's completions and incidents per minute as of `now`.
+    pub fn stats(&self, scope: &TenantScope, tenant: Option<&str>, now: EpochMs) -> IndexStats {
+        let mut stats = IndexStats::default();
+        let in_scope = |name: &str| scope.contains(name) && tenant.is_none_or(|t| t == name);
+        for group in &self.groups {
+            let key = &group.key;
+            if group.jobs.is_empty() || !in_scope(&key.tenant) {
+                continue;
+            }
+            let count = group.jobs.len() as u64;
+            stats.by_state.add(key.state, count);
+            stats
+                .by_type
+                .entry(key.job_type.to_string())
+                .or_default()
+                .add(key.state, count);
+            stats
+                .by_tenant
+                .entry(key.tenant.to_string())
+                .or_default()
+                .add(key.state, count);
+            if key.state == JobState::Completed {
+                stats.by_state.completed_duration_sum_ms += group.duration_sum_ms;
+            }
+        }
+        let this_minute = now.div_euclid(MINUTE_MS) * MINUTE_MS;
+        let first_minute = this_minute - (MINUTES_KEPT as i64 - 1) * MINUTE_MS;
+        let mut per_minute: Vec<(EpochMs, u64, u64)> = (0..MINUTES_KEPT as i64)
+            .map(|n| (first_minute + n * MINUTE_MS, 0, 0))
+            .collect();
+        let mut histogram = [0u64; DURATION_BUCKETS];
+        let mut duration_sum = 0i64;
+        for (name, minutes) in &self.minutes {
+            if !in_scope(name) {
+                continue;
+            }
+            for counts in minutes.iter().filter(|m| m.minute >= first_minute) {
+                let Some(slot) =
+                    per_minute.get_mut(((counts.minute - first_minute) / MINUTE_MS) as usize)
+                else {
+                    continue;
+                };
+                slot.1 += counts.completed;
+                slot.2 += counts.failed;
+                stats.completions += counts.completed;
+                duration_sum += counts.duration_sum_ms;
+                for (total, count) in histogram.iter_mut().zip(counts.durations.iter()) {
+                    *total += u64::from(*count);
+                }
+            }
+        }
+        stats.per_minute = per_minute;
+        if stats.completions > 0 {
+            stats.avg_duration_ms = duration_sum as f64 / stats.completions as f64;
+            let rank = (stats.completions as f64 * 0.95).ceil() as u64;
+            let mut seen = 0;
+            for (bucket, count) in histogram.iter().enumerate() {
+                seen += count;
+                if seen >= rank {
+                    stats.p95_duration_ms = bucket_upper_ms(bucket);
+                    break;
+                }
+            }
+        }
+        stats
+    }
+
+    /// Every tenant that has jobs.
+    pub fn tenants(&self) -> Vec<String> {
+        let mut tenants: Vec<String> = self
+            .groups
+            .iter()
+            .filter(|g| !g.jobs.is_empty())
+            .map(|g| g.key.tenant.to_string())
+            .collect();
+        tenants.sort_unstable();
+        tenants.dedup();
+        tenants
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(
+        id: JobId,
+        tenant: &str,
+        job_type: &str,
+        state: JobState,
+        created_at: EpochMs,
+    ) -> IndexedJob {
+        IndexedJob {
+            id,
+            tenant: tenant.into(),
+            job_type: job_type.into(),
+            state,
+            worker: String::new(),
+            created_at,
+            activated_at: 0,
+            deadline: 0,
+            finished_at: 0,
+        }
+    }
+
+    fn query() -> ListQuery {
+        ListQuery::all(TenantScope::All, 10)
+    }
+
+    #[test]
+    fn a_listing_counts_and_pages_only_the_matching_jobs() {
+        let mut index = JobIndex::default();
+        for id in 1..=30 {
+            let state = if id % 3 == 0 {
+                JobState::Completed
+            } else {
+                JobState::Activatable
+            };
+            let tenant = if id % 2 == 0 { "a" } else { "b" };
+            let mut job = job(id, tenant, "t", state, 1_000 + id as i64);
+            job.finished_at = job.created_at + 100;
+            index.put(&job);
+        }
+        let mut q = query();
+        q.tenant = Some("a".into());
+        q.state = Some(JobState::Completed);
+        let page = index.list(&q);
+        assert_eq!(page.counts.total(), 5);
+        assert_eq!(page.ids, vec![30, 24, 18, 12, 6]);
+        assert_eq!(page.counts.completed_duration_sum_ms, 500);
+        q.descending = false;
+        q.offset = 1;
+        q.limit = 2;
+        assert_eq!(index.list(&q).ids, vec![12, 18]);
+    }
+
+    #[test]
+    fn a_changed_job_moves_between_groups() {
+        let mut index = JobIndex::default();
+        index.put(&job(1, "a", "t", JobState::Activatable, 10));
+        let mut done = job(1, "a", "t", JobState::Completed, 10);
+        done.finished_at = 70_000;
+        index.put(&done);
+        let stats = index.stats(&TenantScope::All, None, 70_000);
+        assert_eq!(stats.by_state.get(JobState::Activatable), 0);
+        assert_eq!(stats.by_state.get(JobState::Completed), 1);
+        assert_eq!(stats.completions, 1);
+        assert_eq!(stats.per_minute.last(), Some(&(60_000, 1, 0)));
+    }
+
+    #[test]
+    fn creation_bounds_select_a_range() {
+        let mut index = JobIndex::default();
+        for id in 1..=10 {
+            index.put(&job(id, "a", "t", JobState::Activatable, id as i64 * 10));
+        }
+        let mut q = query();
+        q.created_after = Some(30);
+        q.created_before = Some(80);
+        let page = index.list(&q);
+        assert_eq!(page.ids, vec![7, 6, 5, 4]);
+        assert_eq!(page.counts.total(), 4);
+    }
+
+    #[test]
+    fn sorting_by_deadline_selects_the_page_without_sorting_everything() {
+        let mut index = JobIndex::default();
+        for id in 1..=20 {
+            let mut leased = job(id, "a", "t", JobState::Activated, id as i64);
+            leased.deadline = 1_000 - id as i64 * 7 % 50;
+            index.put(&leased);
+        }
+        let mut q = query();
+        q.sort_by = SortBy::Deadline;
+        q.descending = false;
+        q.limit = 3;
+        let ids = index.list(&q).ids;
+        let deadline = |id: JobId| 1_000 - id as i64 * 7 % 50;
+        let mut all: Vec<JobId> = (1..=20).collect();
+        all.sort_by_key(|id| (deadline(*id), *id));
+        assert_eq!(ids, all[..3].to_vec());
+    }
+
+    #[test]
+    fn the_p95_duration_comes_from_the_histogram() {
+        let mut index = JobIndex::default();
+        for id in 1..=100 {
+            let mut done = job(id, "a", "t", JobState::Completed, 0);
+            done.finished_at = id as i64 * 10;
+            index.put(&done);
+        }
+        let stats = index.stats(&TenantScope::All, None, 1_000);
+        assert_eq!(stats.completions, 100);
+        assert!((stats.avg_duration_ms - 505.0).abs() < 1e-9);
+        // The true p95 is 950 ms; buckets are a quarter of a doubling wide.
+        assert!(
+            (800.0..=1_200.0).contains(&stats.p95_duration_ms),
+            "{}",
+            stats.p95_duration_ms
+        );
+    }
+
+    #[test]
+    fn stats_stay_within_the_scope() {
+        let mut index = JobIndex::default();
+        index.put(&job(1, "a", "t", JobState::Activatable, 1));
+        index.put(&job(2, "b", "t", JobState::Activatable, 2));
+        let stats = index.stats(&TenantScope::only(["a"]), None, 10);
+        assert_eq!(stats.by_state.total(), 1);
+        assert!(stats.by_tenant.contains_key("a") && !stats.by_tenant.contains_key("b"));
+    }
+}
