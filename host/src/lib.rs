@@ -20,6 +20,7 @@
 //! - [`examples`]: the example handlers, embedded for `serve --examples`.
 //! - [`auth`]: API keys, permissions and tenants.
 //! - [`api`]: gRPC (`atom.jobs.v1.JobsService`, health, reflection) and REST adapters.
+//! - [`metrics`]: Prometheus metrics, counted where things happen and read at scrape time.
 //! - [`server`]: wires it all together and runs it until shutdown.
 //! - [`bench`]: `jobhost bench`, end-to-end throughput and wake-up latency.
 //! - [`client`]: the REST client behind the command line.
@@ -32,6 +33,7 @@ pub mod clock;
 pub mod examples;
 pub mod handler;
 pub mod job;
+pub mod metrics;
 pub mod registry;
 pub mod runtime;
 pub mod server;

@@ -20,6 +20,8 @@ use crate::api::rest;
 use crate::auth::{Auth, AuthError, Principal};
 use crate::clock::{Clock, SystemClock};
 use crate::job::limits::MAX_MESSAGE_BYTES;
+use crate::job::{JobState, TenantScope, now_ms};
+use crate::metrics::{Gauges, Metrics, MetricsRegistry};
 use crate::registry::{Deployment, HandlerMaxima, HandlerRegistry};
 use crate::runtime::{Runtime, RuntimeConfig, RuntimeError};
 use crate::service::{DEFAULT_TENANT, JobService, ServiceError, ServiceParts};
@@ -137,13 +139,16 @@ impl RunningServer {
 pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     std::fs::create_dir_all(&config.data_dir).map_err(|e| StoreError::Io(e.to_string()))?;
     let dir = config.data_dir.clone();
-    let store = tokio::task::spawn_blocking(move || SledStore::open(&dir))
-        .await
-        .map_err(|e| StoreError::Io(e.to_string()))??;
+    let metrics = Arc::new(Metrics::default());
+    let store_metrics = metrics.clone();
+    let store =
+        tokio::task::spawn_blocking(move || SledStore::open_with_metrics(&dir, store_metrics))
+            .await
+            .map_err(|e| StoreError::Io(e.to_string()))??;
     let store: Arc<dyn JobStore> = Arc::new(store);
     let auth = Arc::new(Auth::load(store.clone(), config.admin_key.as_deref())?);
     let (stop, stopping) = watch::channel(false);
-    let runtime = Arc::new(Runtime::new(RuntimeConfig {
+    let runtime: Arc<Runtime> = Arc::new(Runtime::new(RuntimeConfig {
         max_memory_mb: config.handler_maxima.memory_mb,
         max_concurrent_attempts: config.max_attempts as u32,
         cache_dir: Some(config.data_dir.join("compiled")),
@@ -181,13 +186,14 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     ));
     let executor = Arc::new(Executor::new(
         store.clone(),
-        runtime,
+        runtime.clone(),
         registry.clone(),
         attempts,
         ExecutorConfig {
             max_attempts: config.max_attempts,
             max_attempts_per_tenant: config.max_attempts_per_tenant,
             shutdown_grace: config.shutdown_grace,
+            metrics: metrics.clone(),
         },
     ));
     let executor = tokio::spawn(executor.run(stopping.clone()));
@@ -198,7 +204,13 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     let http_addr = local_addr(&http_listener, config.http_addr)?;
 
     let grpc = tokio::spawn(serve_grpc(grpc_listener, service.clone(), stopping.clone()));
-    let app = rest::router(service, registry);
+    let gauges = Arc::new(ServerGauges {
+        store: store.clone(),
+        service: service.clone(),
+        runtime,
+    });
+    let metrics = Arc::new(MetricsRegistry::new(&metrics, gauges));
+    let app = rest::router(service, registry, metrics);
     let http = tokio::spawn(async move {
         let listener = http_listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
@@ -220,6 +232,33 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         store,
         scheduler_stats,
     })
+}
+
+/// What the metrics read at scrape time.
+struct ServerGauges {
+    store: Arc<dyn JobStore>,
+    service: Arc<JobService>,
+    runtime: Arc<Runtime>,
+}
+
+impl Gauges for ServerGauges {
+    fn queue_depth(&self) -> Vec<(String, String, JobState, u64)> {
+        match self.store.stats(&TenantScope::All, None, now_ms()) {
+            Ok(stats) => stats.by_group,
+            Err(error) => {
+                tracing::warn!(%error, "queue depth unavailable for metrics");
+                Vec::new()
+            }
+        }
+    }
+
+    fn waiting_long_polls(&self) -> u64 {
+        self.service.waiting_activations() as u64
+    }
+
+    fn handler_loads(&self) -> (u64, u64) {
+        self.runtime.load_counts()
+    }
 }
 
 /// Deploys the bundled examples, unless the same components are deployed already.

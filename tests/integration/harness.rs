@@ -280,6 +280,8 @@ pub struct ServerProcess {
     pub child: Child,
     pub grpc_url: String,
     pub http_url: String,
+    /// Every JSON log line the server has written so far.
+    pub log: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 pub fn binary() -> PathBuf {
@@ -307,11 +309,13 @@ impl ServerProcess {
             .spawn()
             .expect("jobhost starts");
         let stdout = child.stdout.take().expect("stdout");
-        let (grpc_url, http_url) = read_addresses(stdout);
+        let log = Arc::default();
+        let (grpc_url, http_url) = read_addresses(stdout, Arc::clone(&log));
         ServerProcess {
             child,
             grpc_url,
             http_url,
+            log,
         }
     }
 
@@ -329,12 +333,16 @@ impl Drop for ServerProcess {
 }
 
 /// Reads the JSON log until the "serving" line, which names both addresses; the rest of the
-/// log is drained in the background.
-fn read_addresses(stdout: std::process::ChildStdout) -> (String, String) {
+/// log is collected in the background.
+fn read_addresses(
+    stdout: std::process::ChildStdout,
+    log: Arc<std::sync::Mutex<Vec<String>>>,
+) -> (String, String) {
     use std::io::BufRead;
     let mut lines = std::io::BufReader::new(stdout).lines();
     for line in lines.by_ref() {
         let line = line.expect("log line");
+        log.lock().unwrap().push(line.clone());
         let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else {
             continue;
         };
@@ -342,7 +350,11 @@ fn read_addresses(stdout: std::process::ChildStdout) -> (String, String) {
         if let (Some(grpc), Some(http)) =
             (fields["grpc_addr"].as_str(), fields["http_addr"].as_str())
         {
-            std::thread::spawn(move || lines.for_each(drop));
+            std::thread::spawn(move || {
+                for line in lines.map_while(Result::ok) {
+                    log.lock().unwrap().push(line);
+                }
+            });
             return (format!("http://{grpc}"), format!("http://{http}"));
         }
     }

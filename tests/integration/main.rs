@@ -9,6 +9,7 @@ mod bad_input;
 mod cli;
 mod handlers;
 mod lifecycle;
+mod operations;
 mod persistence;
 mod python_client;
 mod rest_api;

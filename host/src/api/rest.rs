@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use crate::auth::{NewKey, Principal};
 use crate::job::limits::MAX_MESSAGE_BYTES;
 use crate::job::{Job, JobKey, JobState, ProcessRef, now_ms};
+use crate::metrics::{MetricsRegistry, may_read};
 use crate::registry::{Deployment, HandlerRegistry, LoadedHandler};
 use crate::service::{
     self, JobService, ServiceError, TriggerDefinition, TriggerFilter, format_time, parse_time,
@@ -30,9 +31,14 @@ use crate::trigger::{Schedule, TriggerRecord};
 struct Api {
     service: Arc<JobService>,
     registry: Arc<HandlerRegistry>,
+    metrics: Arc<MetricsRegistry>,
 }
 
-pub fn router(service: Arc<JobService>, registry: Arc<HandlerRegistry>) -> Router {
+pub fn router(
+    service: Arc<JobService>,
+    registry: Arc<HandlerRegistry>,
+    metrics: Arc<MetricsRegistry>,
+) -> Router {
     // Uploads up to twice the limit reach the handler, which explains the limit in a 400.
     let upload_limit = registry.maxima().component_bytes.saturating_mul(2);
     let handlers = Router::new()
@@ -45,6 +51,7 @@ pub fn router(service: Arc<JobService>, registry: Arc<HandlerRegistry>) -> Route
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/api/v1/whoami", get(whoami))
+        .route("/metrics", get(render_metrics))
         .route("/api/v1/jobs", post(create_job).get(list_jobs))
         .route("/api/v1/jobs/activate", post(activate_jobs))
         .route("/api/v1/jobs/stats", get(job_stats))
@@ -66,7 +73,11 @@ pub fn router(service: Arc<JobService>, registry: Arc<HandlerRegistry>) -> Route
         .layer(DefaultBodyLimit::max(MAX_MESSAGE_BYTES))
         .merge(handlers)
         .merge(super::dashboard::router())
-        .with_state(Api { service, registry })
+        .with_state(Api {
+            service,
+            registry,
+            metrics,
+        })
 }
 
 /// A failed request, rendered as `{"success": false, "error": {code, message}}`.
@@ -114,9 +125,34 @@ fn request_id() -> String {
     format!("req_{}_{}", now_ms(), NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
+/// The caller's key: the `X-API-Key` header, or an `Authorization: Bearer` token (which is
+/// what Prometheus scrapers send).
 fn caller(api: &Api, headers: &HeaderMap) -> Result<Principal, ApiError> {
-    let key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
+    let bearer = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let key = headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .or(bearer);
     Ok(api.service.authenticate(key)?)
+}
+
+/// Prometheus metrics, for a key granted every tenant (they name every tenant).
+async fn render_metrics(State(api): State<Api>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let caller = caller(&api, &headers)?;
+    if !may_read(&caller.tenants) {
+        return Err(ApiError(ServiceError::PermissionDenied(
+            "metrics cover every tenant: use a key granted every tenant".into(),
+        )));
+    }
+    let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, content_type)],
+        api.metrics.render(),
+    )
+        .into_response())
 }
 
 fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {

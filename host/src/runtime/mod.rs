@@ -278,6 +278,9 @@ pub struct Runtime {
     linker: Linker<AttemptState>,
     config: RuntimeConfig,
     engine_hash: String,
+    /// Components compiled, and loaded from the cache, since start.
+    compiles: std::sync::atomic::AtomicU64,
+    cache_loads: std::sync::atomic::AtomicU64,
 }
 
 impl Runtime {
@@ -329,7 +332,15 @@ impl Runtime {
             linker,
             config,
             engine_hash,
+            compiles: Default::default(),
+            cache_loads: Default::default(),
         })
+    }
+
+    /// Components compiled and components loaded from the compiled-code cache, since start.
+    pub fn load_counts(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.compiles.load(Relaxed), self.cache_loads.load(Relaxed))
     }
 
     pub fn max_memory_mb(&self) -> u32 {
@@ -388,6 +399,8 @@ impl Runtime {
             match loaded {
                 Ok(component) => {
                     let pre = self.prepare(&component)?;
+                    self.cache_loads
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     return Ok(CompiledHandler {
                         pre,
                         component,
@@ -401,6 +414,8 @@ impl Runtime {
             }
         }
         let compiled = self.compile(bytes)?;
+        self.compiles
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(path) = cached
             && let Err(error) = write_cache(&path, &compiled.component)
         {

@@ -248,7 +248,9 @@ impl JobService {
     ) -> Result<JobKey, ServiceError> {
         caller.require(auth::JOBS)?;
         let job = self.validate_new_job(caller, request)?;
+        let (job_type, tenant) = (job.job_type.clone(), job.tenant.clone());
         let ids = self.store.create(vec![job]).await?;
+        tracing::debug!(job = ids[0], %job_type, %tenant, key_id = %caller.key_id, "job created");
         Ok(JobKey::job(ids[0]))
     }
 
@@ -488,7 +490,9 @@ impl JobService {
         caller.require(auth::JOBS)?;
         let key = parse_key(key)?;
         let scope = caller.tenants.clone();
-        Ok(self.store.apply(key.id, scope, event(key.lease)).await?)
+        let record = self.store.apply(key.id, scope, event(key.lease)).await?;
+        log_change(&record, &caller.key_id);
+        Ok(record)
     }
 
     pub fn get_job(&self, caller: &Principal, key: &str) -> Result<Job, ServiceError> {
@@ -635,6 +639,19 @@ impl WaitSlot {
 impl Drop for WaitSlot {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Logs a change made through the API: incidents and cancellations always, the rest at debug.
+fn log_change(record: &JobRecord, key_id: &str) {
+    let (job, job_type, tenant) = (record.id, &record.job_type, &record.tenant);
+    match record.state {
+        JobState::Failed => tracing::warn!(
+            job, %job_type, %tenant, worker = %record.worker, error = %record.error_message,
+            "job failed without retries left: incident"
+        ),
+        JobState::Cancelled => tracing::info!(job, %job_type, %tenant, %key_id, "job cancelled"),
+        state => tracing::debug!(job, %job_type, %tenant, state = state.as_str(), "job changed"),
     }
 }
 

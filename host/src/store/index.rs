@@ -150,6 +150,8 @@ pub struct IndexStats {
     pub completions: u64,
     pub avg_duration_ms: f64,
     pub p95_duration_ms: f64,
+    /// Jobs by (tenant, type, state).
+    pub by_group: Vec<(String, String, JobState, u64)>,
 }
 
 #[derive(Debug, Default)]
@@ -182,8 +184,8 @@ fn bucket_upper_ms(bucket: usize) -> f64 {
 }
 
 impl JobIndex {
-    /// Records a job as it now is (new or changed).
-    pub fn put(&mut self, job: &IndexedJob) {
+    /// Records a job as it now is (new or changed); returns the state it had before.
+    pub fn put(&mut self, job: &IndexedJob) -> Option<JobState> {
         let tenant = self.name(&job.tenant);
         let job_type = self.name(&job.job_type);
         let worker = self.name(&job.worker);
@@ -214,12 +216,14 @@ impl JobIndex {
         if job.state == JobState::Completed {
             new_group.duration_sum_ms += job.finished_at - job.created_at;
         }
+        let previous_state = previous.map(|old| self.groups[old.group as usize].key.state);
         let finished_now = matches!(job.state, JobState::Completed | JobState::Failed)
-            && previous.is_none_or(|old| self.groups[old.group as usize].key.state != job.state);
+            && previous_state != Some(job.state);
         if finished_now {
             let tenant = self.groups[group as usize].key.tenant.clone();
             self.count_finish(tenant, job);
         }
+        previous_state
     }
 
     /// Records that a job belongs to a workflow instance and element (fixed at creation).
@@ -500,6 +504,7 @@ impl JobIndex {
     /// the last hour's completions and incidents per minute as of `now`.
     pub fn stats(&self, scope: &TenantScope, tenant: Option<&str>, now: EpochMs) -> IndexStats {
         let mut stats = IndexStats::default();
+        let mut by_group: HashMap<(Arc<str>, Arc<str>, JobState), u64> = HashMap::new();
         let in_scope = |name: &str| scope.contains(name) && tenant.is_none_or(|t| t == name);
         for group in &self.groups {
             let key = &group.key;
@@ -508,6 +513,9 @@ impl JobIndex {
             }
             let count = group.jobs.len() as u64;
             stats.by_state.add(key.state, count);
+            *by_group
+                .entry((key.tenant.clone(), key.job_type.clone(), key.state))
+                .or_default() += count;
             stats
                 .by_type
                 .entry(key.job_type.to_string())
@@ -522,6 +530,12 @@ impl JobIndex {
                 stats.by_state.completed_duration_sum_ms += group.duration_sum_ms;
             }
         }
+        stats.by_group = by_group
+            .into_iter()
+            .map(|((tenant, job_type, state), count)| {
+                (tenant.to_string(), job_type.to_string(), state, count)
+            })
+            .collect();
         let this_minute = now.div_euclid(MINUTE_MS) * MINUTE_MS;
         let first_minute = this_minute - (MINUTES_KEPT as i64 - 1) * MINUTE_MS;
         let mut per_minute: Vec<(EpochMs, u64, u64)> = (0..MINUTES_KEPT as i64)

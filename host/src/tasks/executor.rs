@@ -18,6 +18,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::job::state::Event;
 use crate::job::{AttemptLog, Job, JobId, JobPayload, NewJob, TenantScope, now_ms};
+use crate::metrics::Metrics;
 use crate::registry::{HandlerRegistry, LoadedHandler};
 use crate::runtime::{
     AttemptInput, AttemptLimits, AttemptOutcome, Interrupt, InterruptReason, Runtime,
@@ -105,6 +106,8 @@ pub struct ExecutorConfig {
     pub max_attempts_per_tenant: usize,
     /// How long running attempts may go on after shutdown begins.
     pub shutdown_grace: Duration,
+    /// Where attempt durations are recorded.
+    pub metrics: Arc<Metrics>,
 }
 
 pub struct Executor {
@@ -115,6 +118,7 @@ pub struct Executor {
     config: ExecutorConfig,
     global: Arc<Semaphore>,
     tenants: Mutex<HashMap<String, Arc<Semaphore>>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Executor {
@@ -131,6 +135,7 @@ impl Executor {
             registry,
             attempts,
             global: Arc::new(Semaphore::new(config.max_attempts.max(1))),
+            metrics: config.metrics.clone(),
             config,
             tenants: Mutex::default(),
         }
@@ -308,6 +313,11 @@ impl Executor {
             .runtime
             .run(&handler.compiled, &input, limits, guard.interrupt.clone())
             .await;
+        self.metrics.observe_attempt(
+            &record.job_type,
+            &record.tenant,
+            result.duration.as_secs_f64(),
+        );
         let mut log = AttemptLog {
             attempt: record.lease,
             worker: worker.to_string(),

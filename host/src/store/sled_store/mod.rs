@@ -23,6 +23,7 @@ use super::{
 use crate::handler::HandlerRecord;
 use crate::job::state::Event;
 use crate::job::{AttemptLog, EpochMs, Job, JobId, JobPayload, JobRecord, NewJob, TenantScope};
+use crate::metrics::Metrics;
 use crate::trigger::{TriggerId, TriggerRecord};
 
 /// Memory sled may use for its page cache.
@@ -52,6 +53,11 @@ impl Drop for SledStore {
 impl SledStore {
     /// Opens (or creates) the store in `dir` and rebuilds its indexes.
     pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
+        SledStore::open_with_metrics(dir, Arc::default())
+    }
+
+    /// Opens the store, counting job transitions into `metrics`.
+    pub fn open_with_metrics(dir: &Path, metrics: Arc<Metrics>) -> Result<SledStore, StoreError> {
         let db = open_when_free(dir)?;
         let jobs = db.open_tree("jobs").map_err(io)?;
         let api_keys = db.open_tree("api_keys").map_err(io)?;
@@ -59,7 +65,7 @@ impl SledStore {
         let components = db.open_tree("components").map_err(io)?;
         let poison: Poison = Arc::new(Mutex::new(None));
         let index = Arc::new(RwLock::new(JobIndex::default()));
-        let writer = Writer::recover(jobs.clone(), poison.clone(), index.clone())?;
+        let writer = Writer::recover(jobs.clone(), poison.clone(), index.clone(), metrics)?;
         let (commands, command_queue) = mpsc::channel();
         let (groups, group_queue) = mpsc::channel();
         let flusher_db = db.clone();

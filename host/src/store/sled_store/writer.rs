@@ -14,7 +14,7 @@
 //! as the jobs they create.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -27,6 +27,7 @@ use super::codec::{
 };
 use crate::job::state::{self, Event};
 use crate::job::{EpochMs, JobId, JobRecord, JobState, NewJob, TenantScope, now_ms};
+use crate::metrics::{Metrics, Transition};
 use crate::store::index::{IndexedJob, JobIndex};
 use crate::store::{Activation, ApplyError, DueFire, Extras, StoreError, TriggerError};
 use crate::trigger::plan::plan;
@@ -176,6 +177,11 @@ pub(super) struct Writer {
     index: Arc<RwLock<JobIndex>>,
     index_changes: Vec<IndexedJob>,
     process_changes: Vec<(JobId, String, String)>,
+    metrics: Arc<Metrics>,
+    /// When each activatable job became so, for the activation latency.
+    ready_since: HashMap<JobId, EpochMs>,
+    /// Jobs whose lease expired in this group.
+    timed_out: HashSet<JobId>,
     newly_ready: Vec<String>,
     answers: Vec<Answer>,
     poison: Poison,
@@ -187,6 +193,7 @@ impl Writer {
         tree: sled::Tree,
         poison: Poison,
         index: Arc<RwLock<JobIndex>>,
+        metrics: Arc<Metrics>,
     ) -> Result<Writer, StoreError> {
         let reserved_until = match tree.get(ID_RESERVATION_KEY).map_err(codec::io)? {
             Some(bytes) => u64::from_be_bytes(
@@ -223,6 +230,9 @@ impl Writer {
             index: index.clone(),
             index_changes: Vec::new(),
             process_changes: Vec::new(),
+            metrics,
+            ready_since: HashMap::new(),
+            timed_out: HashSet::new(),
             newly_ready: Vec::new(),
             answers: Vec::new(),
             poison,
@@ -636,6 +646,7 @@ impl Writer {
             };
             ready.insert((Reverse(record.priority), record.id));
             self.newly_ready.push(record.job_type.clone());
+            self.ready_since.insert(record.id, now_ms());
         }
         if let Some(due) = record.timer_due() {
             self.timers.insert((due, record.id));
@@ -643,6 +654,9 @@ impl Writer {
     }
 
     fn unindex(&mut self, record: &JobRecord) {
+        if record.state == JobState::Activatable {
+            self.ready_since.remove(&record.id);
+        }
         if record.state == JobState::Activatable
             && let Some(by_tenant) = self.ready.get_mut(&record.job_type)
         {
@@ -681,6 +695,10 @@ impl Writer {
         }
         let mut leased = Vec::with_capacity(ids.len());
         for id in ids {
+            if let Some(since) = self.ready_since.get(&id) {
+                let waited = (now - since).max(0) as f64 / 1000.0;
+                self.metrics.observe_activation_latency(waited);
+            }
             let event = Event::Activate {
                 worker: request.worker.clone(),
                 timeout_ms: request.timeout_ms,
@@ -744,7 +762,10 @@ impl Writer {
             }
             self.timers.pop_first();
             let event = match self.open.get(&id).map(|record| record.state) {
-                Some(JobState::Activated) => Event::LeaseExpired,
+                Some(JobState::Activated) => {
+                    self.timed_out.insert(id);
+                    Event::LeaseExpired
+                }
                 Some(JobState::Pending) => Event::BecameDue,
                 _ => continue,
             };
@@ -758,6 +779,7 @@ impl Writer {
     fn commit(&mut self) -> Group {
         let answers = std::mem::take(&mut self.answers);
         if self.writes == 0 {
+            self.timed_out.clear();
             return Group {
                 wrote: false,
                 answers,
@@ -769,17 +791,25 @@ impl Writer {
         self.closed_in_group.clear();
         let changes = std::mem::take(&mut self.index_changes);
         let processes = std::mem::take(&mut self.process_changes);
+        let timed_out = std::mem::take(&mut self.timed_out);
         match result {
             Ok(()) => {
                 // Before anyone hears of the changes, so listings show what was acknowledged.
+                let mut counts: HashMap<(&str, &str, Transition), u64> = HashMap::new();
                 let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
                 for (id, instance, element) in &processes {
                     index.put_process(*id, instance, element);
                 }
                 for change in &changes {
-                    index.put(change);
+                    let before = index.put(change);
+                    if let Some(transition) = transition(before, change, &timed_out) {
+                        *counts
+                            .entry((&change.job_type, &change.tenant, transition))
+                            .or_default() += 1;
+                    }
                 }
                 drop(index);
+                self.metrics.count(counts);
                 Group {
                     wrote: true,
                     answers,
@@ -800,6 +830,25 @@ impl Writer {
                 }
             }
         }
+    }
+}
+
+/// What a change did, as the metrics count it.
+fn transition(
+    before: Option<JobState>,
+    job: &IndexedJob,
+    timed_out: &HashSet<JobId>,
+) -> Option<Transition> {
+    match (before, job.state) {
+        (None, _) => Some(Transition::Created),
+        (Some(JobState::Activated), JobState::Activatable) if timed_out.contains(&job.id) => {
+            Some(Transition::TimedOut)
+        }
+        (Some(old), new) if old == new => None,
+        (_, JobState::Activated) => Some(Transition::Activated),
+        (_, JobState::Completed) => Some(Transition::Completed),
+        (_, JobState::Failed) => Some(Transition::Failed),
+        _ => None,
     }
 }
 

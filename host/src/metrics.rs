@@ -1,0 +1,231 @@
+//! Prometheus metrics: job transitions by type and tenant, activation latency, Wasm attempt
+//! durations, and (read at scrape time) queue depth by state, waiting long polls and handler
+//! compile and cache-load counts. Rendered in the text format at `GET /metrics`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::job::{JobState, TenantScope};
+
+/// The labels of a per-type, per-tenant metric.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JobLabels {
+    pub job_type: String,
+    pub tenant: String,
+}
+
+/// What happened to a job, as counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Transition {
+    Created,
+    Activated,
+    Completed,
+    Failed,
+    TimedOut,
+}
+
+/// The metrics that are counted as things happen.
+#[derive(Debug)]
+pub struct Metrics {
+    created: Family<JobLabels, Counter>,
+    activated: Family<JobLabels, Counter>,
+    completed: Family<JobLabels, Counter>,
+    failed: Family<JobLabels, Counter>,
+    timed_out: Family<JobLabels, Counter>,
+    /// From a job becoming activatable to its lease.
+    activation_latency: Histogram,
+    attempt_duration: Family<JobLabels, Histogram>,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics {
+            created: Family::default(),
+            activated: Family::default(),
+            completed: Family::default(),
+            failed: Family::default(),
+            timed_out: Family::default(),
+            // 100 µs to about 30 min.
+            activation_latency: Histogram::new(exponential_buckets(0.000_1, 2.0, 25)),
+            attempt_duration: Family::new_with_constructor(|| {
+                // 10 µs to about 5 min.
+                Histogram::new(exponential_buckets(0.000_01, 2.0, 25))
+            }),
+        }
+    }
+}
+
+impl Metrics {
+    /// Adds counted transitions, already summed per type and tenant.
+    pub fn count(&self, counts: HashMap<(&str, &str, Transition), u64>) {
+        for ((job_type, tenant, transition), count) in counts {
+            let family = match transition {
+                Transition::Created => &self.created,
+                Transition::Activated => &self.activated,
+                Transition::Completed => &self.completed,
+                Transition::Failed => &self.failed,
+                Transition::TimedOut => &self.timed_out,
+            };
+            let labels = JobLabels {
+                job_type: job_type.to_string(),
+                tenant: tenant.to_string(),
+            };
+            family.get_or_create(&labels).inc_by(count);
+        }
+    }
+
+    pub fn observe_activation_latency(&self, seconds: f64) {
+        self.activation_latency.observe(seconds);
+    }
+
+    pub fn observe_attempt(&self, job_type: &str, tenant: &str, seconds: f64) {
+        let labels = JobLabels {
+            job_type: job_type.to_string(),
+            tenant: tenant.to_string(),
+        };
+        self.attempt_duration
+            .get_or_create(&labels)
+            .observe(seconds);
+    }
+}
+
+/// What is read at scrape time.
+pub trait Gauges: Send + Sync + 'static {
+    /// Jobs by (tenant, type, state).
+    fn queue_depth(&self) -> Vec<(String, String, JobState, u64)>;
+    fn waiting_long_polls(&self) -> u64;
+    /// Handler components compiled, and loaded from the compiled-code cache, since start.
+    fn handler_loads(&self) -> (u64, u64);
+}
+
+struct ScrapeTime(Arc<dyn Gauges>);
+
+impl std::fmt::Debug for ScrapeTime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ScrapeTime")
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DepthLabels {
+    job_type: String,
+    tenant: String,
+    state: String,
+}
+
+impl Collector for ScrapeTime {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let depth =
+            Family::<DepthLabels, ConstGauge<i64>>::new_with_constructor(|| ConstGauge::new(0));
+        {
+            let mut family = encoder.encode_descriptor(
+                "jobhost_jobs",
+                "Stored jobs by state, type and tenant",
+                None,
+                depth.metric_type(),
+            )?;
+            for (tenant, job_type, state, count) in self.0.queue_depth() {
+                let labels = DepthLabels {
+                    job_type,
+                    tenant,
+                    state: state.as_str().to_string(),
+                };
+                let gauge = ConstGauge::new(count as i64);
+                gauge.encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let waiting = ConstGauge::new(self.0.waiting_long_polls() as i64);
+        waiting.encode(encoder.encode_descriptor(
+            "jobhost_long_poll_waiters",
+            "ActivateJobs long polls waiting for a job",
+            None,
+            waiting.metric_type(),
+        )?)?;
+        let (compiled, cached) = self.0.handler_loads();
+        let compiles = ConstCounter::new(compiled);
+        compiles.encode(encoder.encode_descriptor(
+            "jobhost_handler_compiles",
+            "Handler components compiled to native code",
+            None,
+            compiles.metric_type(),
+        )?)?;
+        let loads = ConstCounter::new(cached);
+        loads.encode(encoder.encode_descriptor(
+            "jobhost_handler_cache_loads",
+            "Handler components loaded from the compiled-code cache",
+            None,
+            loads.metric_type(),
+        )?)?;
+        Ok(())
+    }
+}
+
+/// The registry of every metric, ready to render.
+pub struct MetricsRegistry {
+    registry: Registry,
+}
+
+impl std::fmt::Debug for MetricsRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MetricsRegistry")
+    }
+}
+
+impl MetricsRegistry {
+    pub fn new(metrics: &Metrics, gauges: Arc<dyn Gauges>) -> MetricsRegistry {
+        let mut registry = Registry::default();
+        let jobs = registry.sub_registry_with_prefix("jobhost_jobs");
+        jobs.register("created", "Jobs created", metrics.created.clone());
+        jobs.register(
+            "activated",
+            "Jobs leased to a worker",
+            metrics.activated.clone(),
+        );
+        jobs.register("completed", "Jobs completed", metrics.completed.clone());
+        jobs.register(
+            "failed",
+            "Jobs that ran out of retries (incidents)",
+            metrics.failed.clone(),
+        );
+        jobs.register(
+            "timed_out",
+            "Leases that expired before the worker answered",
+            metrics.timed_out.clone(),
+        );
+        registry.register_with_unit(
+            "jobhost_activation_latency",
+            "Time from a job becoming activatable to its lease",
+            prometheus_client::registry::Unit::Seconds,
+            metrics.activation_latency.clone(),
+        );
+        registry.register_with_unit(
+            "jobhost_wasm_attempt_duration",
+            "Duration of Wasm handler attempts",
+            prometheus_client::registry::Unit::Seconds,
+            metrics.attempt_duration.clone(),
+        );
+        registry.register_collector(Box::new(ScrapeTime(gauges)));
+        MetricsRegistry { registry }
+    }
+
+    /// The Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+/// Metrics span every tenant: only a key granted every tenant may read them.
+pub fn may_read(scope: &TenantScope) -> bool {
+    matches!(scope, TenantScope::All)
+}
