@@ -261,3 +261,339 @@ async fn listings_and_stats_stay_within_the_keys_tenants() {
         Err(jobhost::client::ClientError::Refused { ref code, .. }) if code == "PERMISSION_DENIED"
     ));
 }
+
+/// Makes every described object refuse properties it does not describe, so a validation also
+/// catches answers that carry more than the document says.
+fn close_objects(schema: &mut Value) {
+    match schema {
+        Value::Object(fields) => {
+            if fields.contains_key("properties") && !fields.contains_key("additionalProperties") {
+                fields.insert("additionalProperties".into(), Value::Bool(false));
+            }
+            fields.values_mut().for_each(close_objects);
+        }
+        Value::Array(items) => items.iter_mut().for_each(close_objects),
+        _ => {}
+    }
+}
+
+/// Checks a real answer against the schema the document gives for it.
+fn assert_matches(document: &Value, path: &str, method: &str, status: &str, answer: &Value) {
+    let errors = schema_errors(document, path, method, status, answer);
+    assert!(
+        errors.is_empty(),
+        "{method} {path} {status}: {errors:#?}\n{answer:#}"
+    );
+}
+
+/// How an answer departs from the schema the document gives for it.
+fn schema_errors(
+    document: &Value,
+    path: &str,
+    method: &str,
+    status: &str,
+    answer: &Value,
+) -> Vec<String> {
+    let pointer = format!(
+        "/paths/{}/{method}/responses/{status}/content/application~1json/schema",
+        path.replace('~', "~0").replace('/', "~1")
+    );
+    assert!(
+        document.pointer(&pointer).is_some(),
+        "the document describes no {status} answer of {method} {path}"
+    );
+    let mut root = document.clone();
+    close_objects(&mut root);
+    let fragment = pointer.replace('{', "%7B").replace('}', "%7D");
+    root["$ref"] = json!(format!("#{fragment}"));
+    let validator = jsonschema::validator_for(&root).expect("the document is a valid schema");
+    validator
+        .iter_errors(answer)
+        .map(|e| format!("{} at {}", e, e.instance_path))
+        .collect()
+}
+
+/// Calls the API and returns the status and the whole JSON answer (envelope included).
+async fn raw(server: &TestServer, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    let mut request = reqwest::Client::new()
+        .request(method, format!("{}{path}", server.http_url()))
+        .header("x-api-key", ADMIN_KEY);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("answered");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("JSON"))
+}
+
+#[tokio::test]
+async fn the_openapi_document_lists_every_route() {
+    let server = TestServer::start().await;
+    let (status, document) = raw(&server, Method::GET, "/api/v1/openapi.json", None).await;
+    assert_eq!(status, 200);
+    assert!(document["openapi"].as_str().unwrap().starts_with("3."));
+    let routes = [
+        ("/api/v1/jobs", "get"),
+        ("/api/v1/jobs", "post"),
+        ("/api/v1/jobs/stats", "get"),
+        ("/api/v1/jobs/activate", "post"),
+        ("/api/v1/jobs/{key}", "get"),
+        ("/api/v1/jobs/{key}/complete", "put"),
+        ("/api/v1/jobs/{key}/fail", "post"),
+        ("/api/v1/jobs/{key}/cancel", "post"),
+        ("/api/v1/jobs/{key}/retries", "put"),
+        ("/api/v1/jobs/{key}/timeout", "put"),
+        ("/api/v1/triggers", "get"),
+        ("/api/v1/triggers", "post"),
+        ("/api/v1/triggers/{id}", "get"),
+        ("/api/v1/triggers/{id}", "patch"),
+        ("/api/v1/triggers/{id}", "delete"),
+        ("/api/v1/handlers", "get"),
+        ("/api/v1/handlers", "post"),
+        ("/api/v1/handlers/{id}", "get"),
+        ("/api/v1/handlers/{id}", "delete"),
+        ("/api/v1/keys", "get"),
+        ("/api/v1/keys", "post"),
+        ("/api/v1/keys/{id}", "delete"),
+        ("/api/v1/whoami", "get"),
+    ];
+    for (path, method) in routes {
+        assert!(
+            document["paths"][path][method].is_object(),
+            "{method} {path} is not documented"
+        );
+    }
+    assert_eq!(
+        document["components"]["securitySchemes"]["api_key"]["name"],
+        "X-API-Key"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_answers_match_the_openapi_document() {
+    let server = TestServer::start().await;
+    seed_jobs(&server).await;
+    let (_, document) = raw(&server, Method::GET, "/api/v1/openapi.json", None).await;
+    let check = |path: &'static str, method: &'static str, answer: (u16, Value)| {
+        let document = &document;
+        move || assert_matches(document, path, method, &answer.0.to_string(), &answer.1)
+    };
+    let created = raw(
+        &server,
+        Method::POST,
+        "/api/v1/jobs",
+        Some(json!({"type": "doc", "variables": {"a": 1}})),
+    )
+    .await;
+    check("/api/v1/jobs", "post", created.clone())();
+    let mut spoiled = created.1.clone();
+    spoiled["data"]["job"]["undocumented"] = json!(1);
+    assert!(!schema_errors(&document, "/api/v1/jobs", "post", "200", &spoiled).is_empty());
+    spoiled = created.1.clone();
+    spoiled["data"]["job"]["retries"] = json!("three");
+    assert!(!schema_errors(&document, "/api/v1/jobs", "post", "200", &spoiled).is_empty());
+    let key = created.1["data"]["job_key"].as_str().unwrap().to_string();
+    check(
+        "/api/v1/jobs",
+        "get",
+        raw(&server, Method::GET, "/api/v1/jobs", None).await,
+    )();
+    check(
+        "/api/v1/jobs",
+        "get",
+        raw(&server, Method::GET, "/api/v1/jobs?state=completed", None).await,
+    )();
+    check(
+        "/api/v1/jobs",
+        "get",
+        raw(&server, Method::GET, "/api/v1/jobs?state=failed", None).await,
+    )();
+    check(
+        "/api/v1/jobs/stats",
+        "get",
+        raw(&server, Method::GET, "/api/v1/jobs/stats", None).await,
+    )();
+    let activated = raw(
+        &server,
+        Method::POST,
+        "/api/v1/jobs/activate",
+        Some(json!({"type": "doc", "worker": "w", "timeout": 60000, "max_jobs_to_activate": 1})),
+    )
+    .await;
+    check("/api/v1/jobs/activate", "post", activated.clone())();
+    let leased = activated.1["data"]["jobs"][0]["job_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    check(
+        "/api/v1/jobs/{key}",
+        "get",
+        raw(&server, Method::GET, &format!("/api/v1/jobs/{key}"), None).await,
+    )();
+    let timeout = raw(
+        &server,
+        Method::PUT,
+        &format!("/api/v1/jobs/{leased}/timeout"),
+        Some(json!({"timeout": 30000})),
+    )
+    .await;
+    check("/api/v1/jobs/{key}/timeout", "put", timeout)();
+    let failed = raw(
+        &server,
+        Method::POST,
+        &format!("/api/v1/jobs/{leased}/fail"),
+        Some(json!({"retries": 0, "error_message": "no"})),
+    )
+    .await;
+    check("/api/v1/jobs/{key}/fail", "post", failed)();
+    let retried = raw(
+        &server,
+        Method::PUT,
+        &format!("/api/v1/jobs/{key}/retries"),
+        Some(json!({"retries": 1})),
+    )
+    .await;
+    check("/api/v1/jobs/{key}/retries", "put", retried)();
+    let cancelled = raw(
+        &server,
+        Method::POST,
+        &format!("/api/v1/jobs/{key}/cancel"),
+        None,
+    )
+    .await;
+    check("/api/v1/jobs/{key}/cancel", "post", cancelled)();
+    let refused = raw(
+        &server,
+        Method::PUT,
+        &format!("/api/v1/jobs/{key}/complete"),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(refused.0, 409);
+    assert_matches(
+        &document,
+        "/api/v1/jobs/{key}/complete",
+        "put",
+        "4XX",
+        &refused.1,
+    );
+
+    let trigger = raw(
+        &server,
+        Method::POST,
+        "/api/v1/triggers",
+        Some(json!({"name": "t", "type": "doc", "cron": "0 9 * * *", "lifetime": "1d"})),
+    )
+    .await;
+    check("/api/v1/triggers", "post", trigger.clone())();
+    let id = trigger.1["data"]["id"].as_str().unwrap().to_string();
+    check(
+        "/api/v1/triggers",
+        "get",
+        raw(&server, Method::GET, "/api/v1/triggers", None).await,
+    )();
+    check(
+        "/api/v1/triggers/{id}",
+        "get",
+        raw(
+            &server,
+            Method::GET,
+            &format!("/api/v1/triggers/{id}"),
+            None,
+        )
+        .await,
+    )();
+    check(
+        "/api/v1/triggers/{id}",
+        "patch",
+        raw(
+            &server,
+            Method::PATCH,
+            &format!("/api/v1/triggers/{id}"),
+            Some(json!({"enabled": false})),
+        )
+        .await,
+    )();
+    check(
+        "/api/v1/triggers/{id}",
+        "delete",
+        raw(
+            &server,
+            Method::DELETE,
+            &format!("/api/v1/triggers/{id}"),
+            None,
+        )
+        .await,
+    )();
+
+    let deployed = server
+        .deploy(ADMIN_KEY, "echo", "type=doc-echo")
+        .await
+        .unwrap();
+    let handler = deployed["id"].as_str().unwrap().to_string();
+    check(
+        "/api/v1/handlers",
+        "get",
+        raw(&server, Method::GET, "/api/v1/handlers", None).await,
+    )();
+    check(
+        "/api/v1/handlers/{id}",
+        "get",
+        raw(
+            &server,
+            Method::GET,
+            &format!("/api/v1/handlers/{handler}"),
+            None,
+        )
+        .await,
+    )();
+    check(
+        "/api/v1/handlers/{id}",
+        "delete",
+        raw(
+            &server,
+            Method::DELETE,
+            &format!("/api/v1/handlers/{handler}"),
+            None,
+        )
+        .await,
+    )();
+
+    let key_created = raw(
+        &server,
+        Method::POST,
+        "/api/v1/keys",
+        Some(json!({"permissions": ["jobs"], "tenants": ["a"]})),
+    )
+    .await;
+    check("/api/v1/keys", "post", key_created.clone())();
+    check(
+        "/api/v1/keys",
+        "get",
+        raw(&server, Method::GET, "/api/v1/keys", None).await,
+    )();
+    let key_id = key_created.1["data"]["info"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    check(
+        "/api/v1/keys/{id}",
+        "delete",
+        raw(
+            &server,
+            Method::DELETE,
+            &format!("/api/v1/keys/{key_id}"),
+            None,
+        )
+        .await,
+    )();
+    check(
+        "/api/v1/whoami",
+        "get",
+        raw(&server, Method::GET, "/api/v1/whoami", None).await,
+    )();
+
+    let bad = raw(&server, Method::GET, "/api/v1/jobs?page=0", None).await;
+    assert_eq!(bad.0, 400);
+    assert_matches(&document, "/api/v1/jobs", "get", "4XX", &bad.1);
+}

@@ -5,3 +5,4 @@
 pub mod dashboard;
 pub mod grpc;
 pub mod rest;
+pub mod views;

@@ -13,19 +13,23 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
+use serde_json::Value;
+use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::auth::{NewKey, Principal};
 use crate::job::limits::MAX_MESSAGE_BYTES;
-use crate::job::{Job, JobKey, JobState, ProcessRef, now_ms};
+use crate::job::{ProcessRef, now_ms};
 use crate::metrics::{MetricsRegistry, may_read};
-use crate::registry::{Deployment, HandlerRegistry, LoadedHandler};
+use crate::registry::{Deployment, HandlerRegistry};
 use crate::service::{
-    self, JobService, ServiceError, TriggerDefinition, TriggerFilter, format_time, parse_time,
+    self, JobService, ServiceError, TriggerDefinition, TriggerFilter, parse_time,
 };
-use crate::store::index::StateCounts;
-use crate::trigger::schedule::format_duration;
-use crate::trigger::{Schedule, TriggerRecord};
+
+use super::views::{
+    ActivatedJobs, CreatedJob, CreatedKey, Envelope, ErrorBody, ErrorEnvelope, FiltersApplied,
+    HandlerList, HandlerView, JobStats, JobView, JobsListing, KeyList, KeyView, RemovedHandler,
+    RemovedTrigger, RevokedKey, TriggerList, TriggerView, WhoAmI,
+};
 
 #[derive(Clone)]
 struct Api {
@@ -51,6 +55,7 @@ pub fn router(
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/api/v1/whoami", get(whoami))
+        .route("/api/v1/openapi.json", get(openapi_document))
         .route("/metrics", get(render_metrics))
         .route("/api/v1/jobs", post(create_job).get(list_jobs))
         .route("/api/v1/jobs/activate", post(activate_jobs))
@@ -80,6 +85,88 @@ pub fn router(
         })
 }
 
+/// The OpenAPI document of this API, generated from the handlers and the answer types.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "jobhost REST API", description = "Jobs, triggers, handlers and API keys. \
+        Send the API key as X-API-Key (or Authorization: Bearer)."),
+    paths(
+        create_job, list_jobs, get_job, job_stats, activate_jobs, complete_job, fail_job,
+        cancel_job, update_retries, update_timeout, create_trigger, list_triggers, get_trigger,
+        update_trigger, delete_trigger, deploy_handler, list_handlers, get_handler,
+        remove_handler, create_key, list_keys, revoke_key, whoami,
+    ),
+    modifiers(&ApiKeyAuth),
+    security(("api_key" = [])),
+)]
+pub struct ApiDoc;
+
+struct ApiKeyAuth;
+
+impl utoipa::Modify for ApiKeyAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
+        );
+    }
+}
+
+async fn openapi_document() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+/// The query parameters of `GET /api/v1/jobs`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct ListParams {
+    /// pending, activatable, activated (or running), completed, failed, cancelled.
+    state: Option<String>,
+    /// Same as `state`.
+    status: Option<String>,
+    #[param(rename = "type")]
+    job_type: Option<String>,
+    worker: Option<String>,
+    process_instance_id: Option<String>,
+    element_id: Option<String>,
+    tenant_id: Option<String>,
+    /// RFC 3339.
+    created_after: Option<String>,
+    /// RFC 3339.
+    created_before: Option<String>,
+    /// 1h, 24h, 7d or 30d.
+    period: Option<String>,
+    /// From 1.
+    page: Option<u32>,
+    /// 1 to 100; 20 by default.
+    page_size: Option<u32>,
+    /// created_at, activated_at or deadline.
+    sort_by: Option<String>,
+    /// ASC or DESC (default).
+    sort_order: Option<String>,
+}
+
+/// The query parameters of `POST /api/v1/handlers`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct DeployParams {
+    /// The job type the handler runs.
+    #[param(rename = "type")]
+    job_type: String,
+    tenant_id: Option<String>,
+    memory_mb: Option<u32>,
+    timeout_ms: Option<u64>,
+    max_concurrency: Option<u32>,
+    max_retries: Option<u32>,
+    backoff_ms: Option<u64>,
+    backoff_cap_ms: Option<u64>,
+    fuel: Option<u64>,
+}
+
 /// A failed request, rendered as `{"success": false, "error": {code, message}}`.
 pub struct ApiError(ServiceError);
 
@@ -103,21 +190,26 @@ impl IntoResponse for ApiError {
             ServiceError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
             ServiceError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
         };
-        let body = json!({
-            "success": false,
-            "error": {"code": code, "message": self.0.to_string()},
-            "request_id": request_id(),
-        });
+        let body = ErrorEnvelope {
+            success: false,
+            error: ErrorBody {
+                code: code.to_string(),
+                message: self.0.to_string(),
+            },
+            request_id: request_id(),
+        };
         (status, Json(body)).into_response()
     }
 }
 
-type Reply = Result<Json<Value>, ApiError>;
+type Reply<T> = Result<Json<Envelope<T>>, ApiError>;
 
-fn ok(data: Value) -> Reply {
-    Ok(Json(
-        json!({"success": true, "data": data, "request_id": request_id()}),
-    ))
+fn ok<T: ToSchema>(data: T) -> Reply<T> {
+    Ok(Json(Envelope {
+        success: true,
+        data,
+        request_id: request_id(),
+    }))
 }
 
 fn request_id() -> String {
@@ -175,182 +267,26 @@ fn object_text(field: &str, value: Option<Value>) -> Result<String, ApiError> {
     }
 }
 
-fn parse_json(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or(Value::Null)
-}
-
-/// The upper-case status of the REST reference (`ACTIVE` for a leased job).
-fn status_label(state: JobState) -> &'static str {
-    match state {
-        JobState::Pending => "PENDING",
-        JobState::Activatable => "ACTIVATABLE",
-        JobState::Activated => "ACTIVE",
-        JobState::Completed => "COMPLETED",
-        JobState::Failed => "FAILED",
-        JobState::Cancelled => "CANCELLED",
-    }
-}
-
-/// Counts by state as a JSON object, with their total.
-fn counts_json(counts: &StateCounts) -> Value {
-    let mut value = serde_json::Map::new();
-    value.insert("total".into(), json!(counts.total()));
-    for state in JobState::ALL {
-        value.insert(state.as_str().into(), json!(counts.get(state)));
-    }
-    Value::Object(value)
-}
-
-/// The summary of a listing: every matching job, not just the page.
-fn summary_json(counts: &StateCounts) -> Value {
-    let completed = counts.get(JobState::Completed);
-    let failed = counts.get(JobState::Failed);
-    let active = counts.get(JobState::Pending)
-        + counts.get(JobState::Activatable)
-        + counts.get(JobState::Activated);
-    let finished = completed + failed;
-    let rate = if finished == 0 {
-        Value::Null
-    } else {
-        json!((completed as f64 * 1000.0 / finished as f64).round() / 10.0)
-    };
-    let average = if completed == 0 {
-        Value::Null
-    } else {
-        json!((counts.completed_duration_sum_ms as f64 / completed as f64 / 10.0).round() / 100.0)
-    };
-    json!({
-        "total_jobs": counts.total(),
-        "active_jobs": active,
-        "pending_jobs": counts.get(JobState::Pending),
-        "activatable_jobs": counts.get(JobState::Activatable),
-        "activated_jobs": counts.get(JobState::Activated),
-        "completed_jobs": completed,
-        "failed_jobs": failed,
-        "cancelled_jobs": counts.get(JobState::Cancelled),
-        "success_rate_percent": rate,
-        "avg_duration_seconds": average,
-    })
-}
-
+#[utoipa::path(get, path = "/api/v1/jobs/stats", tag = "jobs",
+    params(("tenant_id" = Option<String>, Query, description = "Only this tenant")),
+    responses((status = 200, body = Envelope<JobStats>), (status = "4XX", body = ErrorEnvelope)))]
 async fn job_stats(
     State(api): State<Api>,
     headers: HeaderMap,
     Query(params): Query<HashMap<String, String>>,
-) -> Reply {
+) -> Reply<JobStats> {
     let caller = caller(&api, &headers)?;
     let stats = api
         .service
         .job_stats(&caller, params.get("tenant_id").map(String::as_str))?;
-    let map = |groups: &HashMap<String, StateCounts>| {
-        groups
-            .iter()
-            .map(|(name, counts)| (name.clone(), counts_json(counts)))
-            .collect::<serde_json::Map<_, _>>()
-    };
-    let by_state = counts_json(&stats.by_state);
-    ok(json!({
-        "total_jobs": stats.by_state.total(),
-        "by_state": by_state,
-        "by_type": map(&stats.by_type),
-        "by_tenant": map(&stats.by_tenant),
-        "per_minute": stats.per_minute.iter().map(|(minute, completed, failed)| json!({
-            "minute": format_time(*minute),
-            "completed": completed,
-            "failed": failed,
-        })).collect::<Vec<_>>(),
-        "duration": {
-            "samples": stats.completions,
-            "avg_ms": stats.avg_duration_ms,
-            "p95_ms": stats.p95_duration_ms,
-        },
-    }))
+    ok(JobStats::of(&stats))
 }
 
-/// A job in the shape of the REST reference.
-pub fn job_json(job: &Job) -> Value {
-    let record = &job.record;
-    let process = &job.payload.process;
-    let now = now_ms();
-    let none_if_empty = |text: &str| (!text.is_empty()).then(|| text.to_string());
-    let mut value = json!({
-        "job_key": record.id.to_string(),
-        "type": record.job_type,
-        "state": record.state.as_str(),
-        "status": status_label(record.state),
-        "tenant_id": record.tenant,
-        "worker_id": none_if_empty(&record.worker),
-        "process_instance_id": none_if_empty(&process.process_instance_key),
-        "bpmn_process_id": none_if_empty(&process.bpmn_process_id),
-        "process_definition_key": none_if_empty(&process.process_definition_key),
-        "process_definition_version": none_if_empty(&process.process_definition_version),
-        "element_id": none_if_empty(&process.element_id),
-        "element_instance_id": none_if_empty(&process.element_instance_key),
-        "created_at": format_time(record.created_at),
-        "activated_at": format_time(record.activated_at),
-        "deadline": format_time(record.deadline),
-        "due_at": format_time(record.due_at),
-        "retries": record.retries,
-        "original_retries": record.original_retries,
-        "priority": record.priority,
-        "activations": record.lease,
-        "variables": parse_json(&job.payload.variables),
-        "custom_headers": job.payload.custom_headers,
-        "timeout_ms": record.timeout_ms,
-        "error_message": none_if_empty(&record.error_message),
-        "failure_history": record.failure_history.iter().map(|f| json!({
-            "attempt": f.attempt,
-            "failed_at": format_time(f.failed_at),
-            "error": f.error,
-            "worker_id": f.worker,
-            "retries": f.retries,
-        })).collect::<Vec<_>>(),
-    });
-    let fields = value.as_object_mut().expect("a JSON object");
-    match record.state {
-        JobState::Activated => {
-            fields.insert("elapsed_time_ms".into(), json!(now - record.activated_at));
-            fields.insert(
-                "remaining_time_ms".into(),
-                json!((record.deadline - now).max(0)),
-            );
-        }
-        JobState::Completed => {
-            fields.insert(
-                "completed_at".into(),
-                json!(format_time(record.finished_at)),
-            );
-            fields.insert(
-                "execution_summary".into(),
-                json!({
-                    "total_duration_ms": record.finished_at - record.created_at,
-                    "retries_used": record.original_retries - record.retries,
-                    "result_variables": parse_json(record.result.as_deref().unwrap_or("{}")),
-                }),
-            );
-        }
-        JobState::Failed => {
-            fields.insert("failed_at".into(), json!(format_time(record.finished_at)));
-            fields.insert(
-                "incident_id".into(),
-                json!(format!("incident-{}", record.id)),
-            );
-        }
-        JobState::Cancelled => {
-            fields.insert(
-                "cancelled_at".into(),
-                json!(format_time(record.finished_at)),
-            );
-        }
-        JobState::Pending | JobState::Activatable => {}
-    }
-    value
-}
-
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct CreateBody {
     #[serde(rename = "type")]
     job_type: Option<String>,
+    #[schema(value_type = Option<Object>)]
     variables: Option<Value>,
     #[serde(default)]
     custom_headers: BTreeMap<String, String>,
@@ -360,6 +296,7 @@ struct CreateBody {
     #[serde(default)]
     priority: i32,
     /// RFC 3339 or epoch ms.
+    #[schema(value_type = Option<String>)]
     run_at: Option<Value>,
     #[serde(default, alias = "delay")]
     delay_ms: i64,
@@ -367,7 +304,7 @@ struct CreateBody {
     process: ProcessBody,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 struct ProcessBody {
     #[serde(default, alias = "process_instance_id")]
     process_instance_key: String,
@@ -383,7 +320,9 @@ struct ProcessBody {
     element_instance_key: String,
 }
 
-async fn create_job(State(api): State<Api>, headers: HeaderMap, bytes: Bytes) -> Reply {
+#[utoipa::path(post, path = "/api/v1/jobs", tag = "jobs", request_body = CreateBody,
+    responses((status = 200, body = Envelope<CreatedJob>), (status = "4XX", body = ErrorEnvelope)))]
+async fn create_job(State(api): State<Api>, headers: HeaderMap, bytes: Bytes) -> Reply<CreatedJob> {
     let caller = caller(&api, &headers)?;
     let request: CreateBody = body(&bytes)?;
     let run_at = match request.run_at {
@@ -416,36 +355,33 @@ async fn create_job(State(api): State<Api>, headers: HeaderMap, bytes: Bytes) ->
     };
     let key = api.service.create_job(&caller, create).await?;
     let job = api.service.get_job(&caller, &key.to_string())?;
-    ok(json!({"job_key": key.to_string(), "job": job_json(&job)}))
+    ok(CreatedJob {
+        job_key: key.to_string(),
+        job: JobView::of(&job),
+    })
 }
 
-async fn get_job(State(api): State<Api>, headers: HeaderMap, Path(key): Path<String>) -> Reply {
+#[utoipa::path(get, path = "/api/v1/jobs/{key}", tag = "jobs",
+    params(("key" = String, Path, description = "The job key")),
+    responses((status = 200, body = Envelope<JobView>), (status = "4XX", body = ErrorEnvelope)))]
+async fn get_job(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(key): Path<String>,
+) -> Reply<JobView> {
     let caller = caller(&api, &headers)?;
     let job = api.service.get_job(&caller, &key)?;
     let attempts = api.service.attempts_of(&job)?;
-    let mut value = job_json(&job);
-    value["attempts"] = attempts
-        .iter()
-        .map(|a| {
-            json!({
-                "attempt": a.attempt,
-                "worker_id": a.worker,
-                "handler_version": a.handler_version,
-                "started_at": format_time(a.started_at),
-                "duration_us": a.duration_us,
-                "outcome": a.outcome,
-                "output": a.output,
-            })
-        })
-        .collect();
-    ok(value)
+    ok(JobView::of(&job).with_attempts(&attempts))
 }
 
+#[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", params(ListParams),
+    responses((status = 200, body = Envelope<JobsListing>), (status = "4XX", body = ErrorEnvelope)))]
 async fn list_jobs(
     State(api): State<Api>,
     headers: HeaderMap,
     Query(params): Query<HashMap<String, String>>,
-) -> Reply {
+) -> Reply<JobsListing> {
     let caller = caller(&api, &headers)?;
     let text = |name: &str| params.get(name).cloned();
     let number = |name: &str| -> Result<Option<i64>, ApiError> {
@@ -474,34 +410,23 @@ async fn list_jobs(
         sort_order: text("sort_order"),
     };
     let page = api.service.list_jobs(&caller, request)?;
-    let total_pages = page.total_pages();
-    ok(json!({
-        "jobs": page.jobs.iter().map(job_json).collect::<Vec<_>>(),
-        "pagination": {
-            "page": page.page,
-            "page_size": page.page_size,
-            "total_count": page.total_count,
-            "total_pages": total_pages,
-            "has_next": page.page < total_pages,
-            "has_prev": page.page > 1,
-        },
-        "summary": summary_json(&page.counts),
-        "filters_applied": {
-            "status": text("state").or_else(|| text("status")),
-            "state": text("state").or_else(|| text("status")),
-            "type": text("type"),
-            "worker": text("worker"),
-            "process_instance_id": text("process_instance_id"),
-            "element_id": text("element_id"),
-            "tenant_id": text("tenant_id"),
-            "created_after": text("created_after"),
-            "created_before": text("created_before"),
-            "period": text("period").unwrap_or_else(|| "all".into()),
-        },
-    }))
+    let state = text("state").or_else(|| text("status"));
+    let filters = FiltersApplied {
+        status: state.clone(),
+        state,
+        job_type: text("type"),
+        worker: text("worker"),
+        process_instance_id: text("process_instance_id"),
+        element_id: text("element_id"),
+        tenant_id: text("tenant_id"),
+        created_after: text("created_after"),
+        created_before: text("created_before"),
+        period: text("period").unwrap_or_else(|| "all".into()),
+    };
+    ok(JobsListing::of(&page, filters))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct ActivateBody {
     #[serde(rename = "type", default)]
     job_type: String,
@@ -518,7 +443,13 @@ struct ActivateBody {
     request_timeout: Option<i64>,
 }
 
-async fn activate_jobs(State(api): State<Api>, headers: HeaderMap, bytes: Bytes) -> Reply {
+#[utoipa::path(post, path = "/api/v1/jobs/activate", tag = "jobs", request_body = ActivateBody,
+    responses((status = 200, body = Envelope<ActivatedJobs>), (status = "4XX", body = ErrorEnvelope)))]
+async fn activate_jobs(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Reply<ActivatedJobs> {
     let caller = caller(&api, &headers)?;
     let request: ActivateBody = body(&bytes)?;
     let activation = service::ActivateJobs {
@@ -531,28 +462,25 @@ async fn activate_jobs(State(api): State<Api>, headers: HeaderMap, bytes: Bytes)
         request_timeout_ms: request.request_timeout,
     };
     let jobs = api.service.activate_jobs(&caller, activation).await?;
-    let jobs: Vec<Value> = jobs
-        .iter()
-        .map(|job| {
-            let mut value = job_json(job);
-            value["job_key"] = json!(JobKey::leased(job.record.id, job.record.lease).to_string());
-            value
-        })
-        .collect();
-    ok(json!({"jobs": jobs}))
+    ok(ActivatedJobs {
+        jobs: jobs.iter().map(JobView::leased).collect(),
+    })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct CompleteBody {
     variables: Option<Value>,
 }
 
+#[utoipa::path(put, path = "/api/v1/jobs/{key}/complete", tag = "jobs", request_body = CompleteBody,
+    params(("key" = String, Path, description = "The job key; a leased key names the lease")),
+    responses((status = 200, body = Envelope<JobView>), (status = "4XX", body = ErrorEnvelope)))]
 async fn complete_job(
     State(api): State<Api>,
     headers: HeaderMap,
     Path(key): Path<String>,
     bytes: Bytes,
-) -> Reply {
+) -> Reply<JobView> {
     let caller = caller(&api, &headers)?;
     let request: CompleteBody = body(&bytes)?;
     let result = object_text("variables", request.variables)?;
@@ -560,7 +488,7 @@ async fn complete_job(
     changed(&api, &caller, &key)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct FailBody {
     retries: Option<i32>,
     #[serde(default)]
@@ -569,12 +497,15 @@ struct FailBody {
     backoff_timeout: i64,
 }
 
+#[utoipa::path(post, path = "/api/v1/jobs/{key}/fail", tag = "jobs", request_body = FailBody,
+    params(("key" = String, Path, description = "The job key; a leased key names the lease")),
+    responses((status = 200, body = Envelope<JobView>), (status = "4XX", body = ErrorEnvelope)))]
 async fn fail_job(
     State(api): State<Api>,
     headers: HeaderMap,
     Path(key): Path<String>,
     bytes: Bytes,
-) -> Reply {
+) -> Reply<JobView> {
     let caller = caller(&api, &headers)?;
     let request: FailBody = body(&bytes)?;
     let retries = request.retries.ok_or_else(|| {
@@ -594,23 +525,33 @@ async fn fail_job(
     changed(&api, &caller, &key)
 }
 
-async fn cancel_job(State(api): State<Api>, headers: HeaderMap, Path(key): Path<String>) -> Reply {
+#[utoipa::path(post, path = "/api/v1/jobs/{key}/cancel", tag = "jobs",
+    params(("key" = String, Path, description = "The job key")),
+    responses((status = 200, body = Envelope<JobView>), (status = "4XX", body = ErrorEnvelope)))]
+async fn cancel_job(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(key): Path<String>,
+) -> Reply<JobView> {
     let caller = caller(&api, &headers)?;
     api.service.cancel_job(&caller, &key).await?;
     changed(&api, &caller, &key)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct RetriesBody {
     retries: i32,
 }
 
+#[utoipa::path(put, path = "/api/v1/jobs/{key}/retries", tag = "jobs", request_body = RetriesBody,
+    params(("key" = String, Path, description = "The job key; a leased key names the lease")),
+    responses((status = 200, body = Envelope<JobView>), (status = "4XX", body = ErrorEnvelope)))]
 async fn update_retries(
     State(api): State<Api>,
     headers: HeaderMap,
     Path(key): Path<String>,
     bytes: Bytes,
-) -> Reply {
+) -> Reply<JobView> {
     let caller = caller(&api, &headers)?;
     let request: RetriesBody = body(&bytes)?;
     api.service
@@ -619,17 +560,20 @@ async fn update_retries(
     changed(&api, &caller, &key)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct TimeoutBody {
     timeout: i64,
 }
 
+#[utoipa::path(put, path = "/api/v1/jobs/{key}/timeout", tag = "jobs", request_body = TimeoutBody,
+    params(("key" = String, Path, description = "The job key; a leased key names the lease")),
+    responses((status = 200, body = Envelope<JobView>), (status = "4XX", body = ErrorEnvelope)))]
 async fn update_timeout(
     State(api): State<Api>,
     headers: HeaderMap,
     Path(key): Path<String>,
     bytes: Bytes,
-) -> Reply {
+) -> Reply<JobView> {
     let caller = caller(&api, &headers)?;
     let request: TimeoutBody = body(&bytes)?;
     api.service
@@ -639,12 +583,12 @@ async fn update_timeout(
 }
 
 /// Answers a change with the job as it now is.
-fn changed(api: &Api, caller: &Principal, key: &str) -> Reply {
+fn changed(api: &Api, caller: &Principal, key: &str) -> Reply<JobView> {
     let job = api.service.get_job(caller, key)?;
-    ok(job_json(&job))
+    ok(JobView::of(&job))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct KeyBody {
     #[serde(default)]
     name: String,
@@ -654,7 +598,9 @@ struct KeyBody {
     tenants: Vec<String>,
 }
 
-async fn create_key(State(api): State<Api>, headers: HeaderMap, bytes: Bytes) -> Reply {
+#[utoipa::path(post, path = "/api/v1/keys", tag = "keys", request_body = KeyBody,
+    responses((status = 200, body = Envelope<CreatedKey>), (status = "4XX", body = ErrorEnvelope)))]
+async fn create_key(State(api): State<Api>, headers: HeaderMap, bytes: Bytes) -> Reply<CreatedKey> {
     let caller = caller(&api, &headers)?;
     let request: KeyBody = body(&bytes)?;
     let new_key = NewKey {
@@ -667,20 +613,34 @@ async fn create_key(State(api): State<Api>, headers: HeaderMap, bytes: Bytes) ->
         .auth()
         .create_key(&caller, new_key)
         .map_err(ServiceError::from)?;
-    ok(json!({"key": key, "info": info}))
+    ok(CreatedKey {
+        key,
+        info: info.into(),
+    })
 }
 
-async fn list_keys(State(api): State<Api>, headers: HeaderMap) -> Reply {
+#[utoipa::path(get, path = "/api/v1/keys", tag = "keys",
+    responses((status = 200, body = Envelope<KeyList>), (status = "4XX", body = ErrorEnvelope)))]
+async fn list_keys(State(api): State<Api>, headers: HeaderMap) -> Reply<KeyList> {
     let caller = caller(&api, &headers)?;
     let keys = api
         .service
         .auth()
         .list_keys(&caller)
         .map_err(ServiceError::from)?;
-    ok(json!({"keys": keys}))
+    ok(KeyList {
+        keys: keys.into_iter().map(KeyView::from).collect(),
+    })
 }
 
-async fn revoke_key(State(api): State<Api>, headers: HeaderMap, Path(id): Path<String>) -> Reply {
+#[utoipa::path(delete, path = "/api/v1/keys/{id}", tag = "keys",
+    params(("id" = String, Path, description = "The key's id, or the key itself")),
+    responses((status = 200, body = Envelope<RevokedKey>), (status = "4XX", body = ErrorEnvelope)))]
+async fn revoke_key(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Reply<RevokedKey> {
     let caller = caller(&api, &headers)?;
     if api
         .service
@@ -688,7 +648,7 @@ async fn revoke_key(State(api): State<Api>, headers: HeaderMap, Path(id): Path<S
         .revoke_key(&caller, &id)
         .map_err(ServiceError::from)?
     {
-        ok(json!({"revoked": id}))
+        ok(RevokedKey { revoked: id })
     } else {
         Err(ApiError(ServiceError::NotFound(format!(
             "API key {id} not found"
@@ -698,71 +658,48 @@ async fn revoke_key(State(api): State<Api>, headers: HeaderMap, Path(id): Path<S
 
 /// The calling key: its permissions and tenants (`null`: every tenant), and the tenants in its
 /// scope that have jobs, handlers or triggers.
-async fn whoami(State(api): State<Api>, headers: HeaderMap) -> Reply {
+#[utoipa::path(get, path = "/api/v1/whoami", tag = "keys",
+    responses((status = 200, body = Envelope<WhoAmI>), (status = "4XX", body = ErrorEnvelope)))]
+async fn whoami(State(api): State<Api>, headers: HeaderMap) -> Reply<WhoAmI> {
     let caller = caller(&api, &headers)?;
     let tenants = match &caller.tenants {
         crate::job::TenantScope::All => None,
         crate::job::TenantScope::Only(tenants) => Some(tenants.iter().cloned().collect::<Vec<_>>()),
     };
     let known = api.service.known_tenants(&caller, &api.registry)?;
-    ok(json!({
-        "key_id": caller.key_id,
-        "permissions": caller.permissions,
-        "tenants": tenants,
-        "known_tenants": known,
-    }))
-}
-
-/// A trigger: its definition as given, its status, and what it has done.
-pub fn trigger_json(trigger: &TriggerRecord) -> Value {
-    let (cron, time_zone, interval) = match &trigger.schedule {
-        Schedule::Cron {
-            expression,
-            time_zone,
-        } => (Some(expression.clone()), Some(time_zone.clone()), None),
-        Schedule::Interval { every_ms } => (None, None, Some(format_duration(*every_ms))),
-    };
-    json!({
-        "id": trigger.id.to_string(),
-        "name": trigger.name,
-        "tenant_id": trigger.tenant,
-        "type": trigger.job_type,
-        "cron": cron,
-        "time_zone": time_zone,
-        "interval": interval,
-        "variables": parse_json(&trigger.template.variables),
-        "custom_headers": trigger.template.custom_headers,
-        "retries": trigger.template.retries,
-        "priority": trigger.template.priority,
-        "catch_up": trigger.catch_up,
-        "max_catch_up": trigger.max_catch_up,
-        "end_at": trigger.end_at.and_then(format_time),
-        "overlap": trigger.overlap.as_str(),
-        "enabled": trigger.enabled,
-        "status": trigger.status().as_str(),
-        "next_fire_at": trigger.next_fire.and_then(format_time),
-        "last_fire_at": trigger.last_fire.and_then(format_time),
-        "last_job_key": trigger.last_job.map(|id| id.to_string()),
-        "fired_count": trigger.fired,
-        "skipped_count": trigger.skipped,
-        "missed_count": trigger.missed,
-        "created_at": format_time(trigger.created_at),
-        "updated_at": format_time(trigger.updated_at),
+    ok(WhoAmI {
+        key_id: caller.key_id.clone(),
+        permissions: caller.permissions.iter().cloned().collect(),
+        tenants,
+        known_tenants: known,
     })
 }
 
-async fn create_trigger(State(api): State<Api>, headers: HeaderMap, bytes: Bytes) -> Reply {
+#[utoipa::path(post, path = "/api/v1/triggers", tag = "triggers", request_body = TriggerDefinition,
+    responses((status = 200, body = Envelope<TriggerView>), (status = "4XX", body = ErrorEnvelope)))]
+async fn create_trigger(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Reply<TriggerView> {
     let caller = caller(&api, &headers)?;
     let definition: TriggerDefinition = body(&bytes)?;
     let trigger = api.service.create_trigger(&caller, definition).await?;
-    ok(trigger_json(&trigger))
+    ok(TriggerView::of(&trigger))
 }
 
+#[utoipa::path(get, path = "/api/v1/triggers", tag = "triggers",
+    params(
+        ("tenant_id" = Option<String>, Query, description = "Only this tenant"),
+        ("name" = Option<String>, Query, description = "Only the trigger of this name"),
+        ("type" = Option<String>, Query, description = "Only triggers of this job type"),
+    ),
+    responses((status = 200, body = Envelope<TriggerList>), (status = "4XX", body = ErrorEnvelope)))]
 async fn list_triggers(
     State(api): State<Api>,
     headers: HeaderMap,
     Query(params): Query<HashMap<String, String>>,
-) -> Reply {
+) -> Reply<TriggerList> {
     let caller = caller(&api, &headers)?;
     let filter = TriggerFilter {
         tenant_id: params.get("tenant_id").cloned(),
@@ -770,77 +707,65 @@ async fn list_triggers(
         job_type: params.get("type").cloned(),
     };
     let triggers = api.service.list_triggers(&caller, &filter)?;
-    let listed: Vec<Value> = triggers.iter().map(trigger_json).collect();
-    ok(json!({"triggers": listed, "total_count": listed.len()}))
+    ok(TriggerList {
+        total_count: triggers.len(),
+        triggers: triggers.iter().map(TriggerView::of).collect(),
+    })
 }
 
-async fn get_trigger(State(api): State<Api>, headers: HeaderMap, Path(id): Path<String>) -> Reply {
+#[utoipa::path(get, path = "/api/v1/triggers/{id}", tag = "triggers",
+    params(("id" = String, Path, description = "The trigger id")),
+    responses((status = 200, body = Envelope<TriggerView>), (status = "4XX", body = ErrorEnvelope)))]
+async fn get_trigger(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Reply<TriggerView> {
     let caller = caller(&api, &headers)?;
-    ok(trigger_json(&api.service.get_trigger(&caller, &id)?))
+    ok(TriggerView::of(&api.service.get_trigger(&caller, &id)?))
 }
 
+#[utoipa::path(patch, path = "/api/v1/triggers/{id}", tag = "triggers",
+    request_body = TriggerDefinition,
+    params(("id" = String, Path, description = "The trigger id")),
+    responses((status = 200, body = Envelope<TriggerView>), (status = "4XX", body = ErrorEnvelope)))]
 async fn update_trigger(
     State(api): State<Api>,
     headers: HeaderMap,
     Path(id): Path<String>,
     bytes: Bytes,
-) -> Reply {
+) -> Reply<TriggerView> {
     let caller = caller(&api, &headers)?;
     let change: TriggerDefinition = body(&bytes)?;
     let trigger = api.service.update_trigger(&caller, &id, change).await?;
-    ok(trigger_json(&trigger))
+    ok(TriggerView::of(&trigger))
 }
 
+#[utoipa::path(delete, path = "/api/v1/triggers/{id}", tag = "triggers",
+    params(("id" = String, Path, description = "The trigger id")),
+    responses((status = 200, body = Envelope<RemovedTrigger>), (status = "4XX", body = ErrorEnvelope)))]
 async fn delete_trigger(
     State(api): State<Api>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Reply {
+) -> Reply<RemovedTrigger> {
     let caller = caller(&api, &headers)?;
     let removed = api.service.delete_trigger(&caller, &id).await?;
-    ok(json!({"removed": trigger_json(&removed)}))
-}
-
-fn handler_json(handler: &LoadedHandler) -> Value {
-    let record = &handler.record;
-    let current = record.current();
-    json!({
-        "id": record.id,
-        "tenant_id": record.tenant,
-        "type": record.job_type,
-        "created_at": format_time(record.created_at),
-        "current_version": current.version,
-        "worker": record.worker_name(current.version),
-        "load": {
-            "source": handler.compiled.source,
-            "millis": handler.compiled.load_time.as_secs_f64() * 1000.0,
-        },
-        "versions": record.versions.iter().map(|v| json!({
-            "version": v.version,
-            "sha256": hex::encode(v.component_sha256),
-            "bytes": v.component_bytes,
-            "deployed_at": format_time(v.deployed_at),
-            "limits": {
-                "memory_mb": v.limits.memory_mb,
-                "timeout_ms": v.limits.timeout_ms,
-                "max_concurrency": v.limits.max_concurrency,
-                "fuel": v.limits.fuel,
-            },
-            "retry": {
-                "max_retries": v.retry.max_retries,
-                "backoff_ms": v.retry.backoff_base_ms,
-                "backoff_cap_ms": v.retry.backoff_cap_ms,
-            },
-        })).collect::<Vec<_>>(),
+    ok(RemovedTrigger {
+        removed: TriggerView::of(&removed),
     })
 }
 
+#[utoipa::path(post, path = "/api/v1/handlers", tag = "handlers",
+    request_body(content = Vec<u8>, content_type = "application/wasm", description = "The component"),
+    params(DeployParams),
+    responses((status = 200, body = Envelope<HandlerView>), (status = "4XX", body = ErrorEnvelope)))]
 async fn deploy_handler(
     State(api): State<Api>,
     headers: HeaderMap,
     Query(params): Query<HashMap<String, String>>,
     bytes: Bytes,
-) -> Reply {
+) -> Reply<HandlerView> {
     let caller = caller(&api, &headers)?;
     let number = |name: &str| -> Result<Option<u64>, ApiError> {
         match params.get(name) {
@@ -880,27 +805,41 @@ async fn deploy_handler(
         component: bytes.to_vec(),
     };
     let handler = api.registry.deploy(&caller, deployment).await?;
-    ok(handler_json(&handler))
+    ok(HandlerView::of(&handler))
 }
 
-async fn list_handlers(State(api): State<Api>, headers: HeaderMap) -> Reply {
+#[utoipa::path(get, path = "/api/v1/handlers", tag = "handlers",
+    responses((status = 200, body = Envelope<HandlerList>), (status = "4XX", body = ErrorEnvelope)))]
+async fn list_handlers(State(api): State<Api>, headers: HeaderMap) -> Reply<HandlerList> {
     let caller = caller(&api, &headers)?;
     let handlers = api.registry.list(&caller)?;
-    ok(json!({"handlers": handlers.iter().map(|h| handler_json(h)).collect::<Vec<_>>()}))
+    ok(HandlerList {
+        handlers: handlers.iter().map(|h| HandlerView::of(h)).collect(),
+    })
 }
 
-async fn get_handler(State(api): State<Api>, headers: HeaderMap, Path(id): Path<String>) -> Reply {
+#[utoipa::path(get, path = "/api/v1/handlers/{id}", tag = "handlers",
+    params(("id" = String, Path, description = "The handler id")),
+    responses((status = 200, body = Envelope<HandlerView>), (status = "4XX", body = ErrorEnvelope)))]
+async fn get_handler(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Reply<HandlerView> {
     let caller = caller(&api, &headers)?;
     let handler = api.registry.get(&caller, &id)?;
-    ok(handler_json(&handler))
+    ok(HandlerView::of(&handler))
 }
 
+#[utoipa::path(delete, path = "/api/v1/handlers/{id}", tag = "handlers",
+    params(("id" = String, Path, description = "The handler id")),
+    responses((status = 200, body = Envelope<RemovedHandler>), (status = "4XX", body = ErrorEnvelope)))]
 async fn remove_handler(
     State(api): State<Api>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Reply {
+) -> Reply<RemovedHandler> {
     let caller = caller(&api, &headers)?;
     api.registry.remove(&caller, &id).await?;
-    ok(json!({"removed": id}))
+    ok(RemovedHandler { removed: id })
 }

@@ -22,7 +22,7 @@ const CHANGE_ATTEMPTS: usize = 8;
 
 /// A trigger definition as the APIs receive it. Creating needs `name`, `type` and one of
 /// `cron` or `interval`; a change names only the fields it changes.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TriggerDefinition {
     pub name: Option<String>,
@@ -36,6 +36,7 @@ pub struct TriggerDefinition {
     pub time_zone: Option<String>,
     /// e.g. `30s`, `15m`, `1h30m`, `2d`, `1w`.
     pub interval: Option<String>,
+    #[schema(value_type = Option<Object>)]
     pub variables: Option<serde_json::Value>,
     pub custom_headers: Option<BTreeMap<String, String>>,
     pub retries: Option<i32>,
@@ -52,7 +53,7 @@ pub struct TriggerDefinition {
 }
 
 /// A time given as RFC 3339 text or epoch milliseconds.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum TimeInput {
     Millis(i64),
