@@ -3,6 +3,8 @@
 //! fresh sandbox; how late triggers fire, and what idle triggers cost. Prints a table; can write
 //! the numbers as JSON.
 
+pub mod listing;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};

@@ -27,6 +27,15 @@ enum Command {
     Serve(ServeArgs),
     /// Measure end-to-end throughput and wake-up latency on a fresh local server.
     Bench(BenchArgs),
+    /// Measure filtered listings and statistics over a store of many jobs.
+    BenchListing {
+        /// Jobs to store first.
+        #[arg(long, default_value_t = 1_000_000)]
+        jobs: usize,
+        /// Also write the results as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Create, read and change jobs on a running server.
     Jobs {
         #[command(flatten)]
@@ -318,6 +327,15 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve(args) => serve(args).await,
         Command::Bench(args) => bench(args).await,
+        Command::BenchListing { jobs, json } => {
+            let report = jobhost::bench::listing::run(jobs.max(100)).await?;
+            println!("{}", report.table());
+            if let Some(path) = json {
+                std::fs::write(&path, serde_json::to_string_pretty(&report)?)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            Ok(())
+        }
         Command::Jobs {
             connection,
             command,

@@ -13,7 +13,7 @@
 //! job records at start-up. Memory is about 100 bytes per job.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -30,14 +30,20 @@ const DURATION_BUCKETS: usize = 164;
 /// A range of (created_at, id) keys.
 type CreatedRange = (Bound<(EpochMs, JobId)>, Bound<(EpochMs, JobId)>);
 
-/// What a job's index entry holds.
+/// Where a job is in the index.
 #[derive(Clone, Copy, Debug)]
 struct Entry {
     created_at: EpochMs,
+    group: u32,
+}
+
+/// The times of a job that listings sort by or sum, kept beside its place in its group so
+/// that reading them needs no lookup.
+#[derive(Clone, Copy, Debug)]
+struct Times {
     activated_at: EpochMs,
     deadline: EpochMs,
     finished_at: EpochMs,
-    group: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -52,7 +58,7 @@ struct GroupKey {
 struct Group {
     key: GroupKey,
     /// (created_at, id), oldest first.
-    jobs: BTreeSet<(EpochMs, JobId)>,
+    jobs: BTreeMap<(EpochMs, JobId), Times>,
     /// Sum of run times (finished - created) of the group's jobs, for completed groups.
     duration_sum_ms: i64,
 }
@@ -183,6 +189,53 @@ fn bucket_upper_ms(bucket: usize) -> f64 {
     2f64.powf((bucket + 1) as f64 / 4.0) - 1.0
 }
 
+impl Group {
+    /// The jobs created within `range`, and the sum of their run times. Walks whichever side
+    /// of the range is shorter: the jobs in it, or the jobs outside it.
+    fn count_range(&self, range: CreatedRange) -> (u64, i64) {
+        let run_time =
+            |((created_at, _), times): (&(EpochMs, JobId), &Times)| times.finished_at - created_at;
+        let flip = |bound: Bound<(EpochMs, JobId)>| match bound {
+            Bound::Included(key) => Bound::Excluded(key),
+            Bound::Excluded(key) => Bound::Included(key),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        let below = match range.0 {
+            Bound::Unbounded => None,
+            lower => Some(self.jobs.range((Bound::Unbounded, flip(lower)))),
+        };
+        let above = match range.1 {
+            Bound::Unbounded => None,
+            upper => Some(self.jobs.range((flip(upper), Bound::Unbounded))),
+        };
+        let mut outside = below
+            .into_iter()
+            .flatten()
+            .chain(above.into_iter().flatten());
+        let mut inside = self.jobs.range(range);
+        let (mut in_count, mut in_sum, mut out_count, mut out_sum) = (0u64, 0i64, 0u64, 0i64);
+        loop {
+            match inside.next() {
+                Some(job) => {
+                    in_count += 1;
+                    in_sum += run_time(job);
+                }
+                None => return (in_count, in_sum),
+            }
+            match outside.next() {
+                Some(job) => {
+                    out_count += 1;
+                    out_sum += run_time(job);
+                }
+                None => {
+                    let total = self.jobs.len() as u64;
+                    return (total - out_count, self.duration_sum_ms - out_sum);
+                }
+            }
+        }
+    }
+}
+
 impl JobIndex {
     /// Records a job as it now is (new or changed); returns the state it had before.
     pub fn put(&mut self, job: &IndexedJob) -> Option<JobState> {
@@ -198,21 +251,25 @@ impl JobIndex {
         let group = self.group(key);
         let entry = Entry {
             created_at: job.created_at,
-            activated_at: job.activated_at,
-            deadline: job.deadline,
-            finished_at: job.finished_at,
             group,
         };
         let previous = self.entries.insert(job.id, entry);
         if let Some(old) = previous {
             let old_group = &mut self.groups[old.group as usize];
-            old_group.jobs.remove(&(old.created_at, job.id));
-            if old_group.key.state == JobState::Completed {
-                old_group.duration_sum_ms -= old.finished_at - old.created_at;
+            let removed = old_group.jobs.remove(&(old.created_at, job.id));
+            if old_group.key.state == JobState::Completed
+                && let Some(times) = removed
+            {
+                old_group.duration_sum_ms -= times.finished_at - old.created_at;
             }
         }
         let new_group = &mut self.groups[group as usize];
-        new_group.jobs.insert((job.created_at, job.id));
+        let times = Times {
+            activated_at: job.activated_at,
+            deadline: job.deadline,
+            finished_at: job.finished_at,
+        };
+        new_group.jobs.insert((job.created_at, job.id), times);
         if job.state == JobState::Completed {
             new_group.duration_sum_ms += job.finished_at - job.created_at;
         }
@@ -258,7 +315,7 @@ impl JobIndex {
         let id = self.groups.len() as u32;
         self.groups.push(Group {
             key: key.clone(),
-            jobs: BTreeSet::new(),
+            jobs: BTreeMap::new(),
             duration_sum_ms: 0,
         });
         self.group_of.insert(key, id);
@@ -337,20 +394,14 @@ impl JobIndex {
         let groups: Vec<&Group> = self.matching_groups(query).collect();
         let mut counts = StateCounts::default();
         for group in &groups {
-            if whole {
-                counts.add(group.key.state, group.jobs.len() as u64);
-                if group.key.state == JobState::Completed {
-                    counts.completed_duration_sum_ms += group.duration_sum_ms;
-                }
+            let (count, duration_sum) = if whole {
+                (group.jobs.len() as u64, group.duration_sum_ms)
             } else {
-                for (_, id) in group.jobs.range(range) {
-                    counts.add(group.key.state, 1);
-                    if group.key.state == JobState::Completed
-                        && let Some(entry) = self.entries.get(id)
-                    {
-                        counts.completed_duration_sum_ms += entry.finished_at - entry.created_at;
-                    }
-                }
+                group.count_range(range)
+            };
+            counts.add(group.key.state, count);
+            if group.key.state == JobState::Completed {
+                counts.completed_duration_sum_ms += duration_sum;
             }
         }
         let ids = match query.sort_by {
@@ -365,7 +416,10 @@ impl JobIndex {
         let wanted = query.offset + query.limit;
         let mut page = Vec::with_capacity(query.limit);
         if query.descending {
-            let mut cursors: Vec<_> = groups.iter().map(|g| g.jobs.range(range).rev()).collect();
+            let mut cursors: Vec<_> = groups
+                .iter()
+                .map(|g| g.jobs.range(range).rev().map(|(key, _)| key))
+                .collect();
             let mut heads = BinaryHeap::new();
             for (n, cursor) in cursors.iter_mut().enumerate() {
                 if let Some(head) = cursor.next() {
@@ -386,7 +440,10 @@ impl JobIndex {
                 }
             }
         } else {
-            let mut cursors: Vec<_> = groups.iter().map(|g| g.jobs.range(range)).collect();
+            let mut cursors: Vec<_> = groups
+                .iter()
+                .map(|g| g.jobs.range(range).map(|(key, _)| key))
+                .collect();
             let mut heads = BinaryHeap::new();
             for (n, cursor) in cursors.iter_mut().enumerate() {
                 if let Some(head) = cursor.next() {
@@ -413,15 +470,15 @@ impl JobIndex {
     /// Cuts a page ordered by activation time or deadline: the matching jobs are selected,
     /// not sorted whole.
     fn sorted_page(&self, groups: &[&Group], range: CreatedRange, query: &ListQuery) -> Vec<JobId> {
-        let key_of = |entry: &Entry| match query.sort_by {
-            SortBy::ActivatedAt => entry.activated_at,
-            SortBy::Deadline => entry.deadline,
-            SortBy::CreatedAt => entry.created_at,
+        let key_of = |created_at: EpochMs, times: &Times| match query.sort_by {
+            SortBy::ActivatedAt => times.activated_at,
+            SortBy::Deadline => times.deadline,
+            SortBy::CreatedAt => created_at,
         };
         let mut keyed: Vec<(EpochMs, JobId)> = groups
             .iter()
             .flat_map(|group| group.jobs.range(range))
-            .filter_map(|(_, id)| self.entries.get(id).map(|entry| (key_of(entry), *id)))
+            .map(|((created_at, id), times)| (key_of(*created_at, times), *id))
             .collect();
         self.cut(&mut keyed, query)
     }
@@ -484,15 +541,18 @@ impl JobIndex {
             if !in_range || !allowed.contains(&entry.group) {
                 continue;
             }
-            let state = self.groups[entry.group as usize].key.state;
-            counts.add(state, 1);
-            if state == JobState::Completed {
-                counts.completed_duration_sum_ms += entry.finished_at - entry.created_at;
+            let group = &self.groups[entry.group as usize];
+            let Some(times) = group.jobs.get(&(entry.created_at, id)) else {
+                continue;
+            };
+            counts.add(group.key.state, 1);
+            if group.key.state == JobState::Completed {
+                counts.completed_duration_sum_ms += times.finished_at - entry.created_at;
             }
             let key = match query.sort_by {
                 SortBy::CreatedAt => entry.created_at,
-                SortBy::ActivatedAt => entry.activated_at,
-                SortBy::Deadline => entry.deadline,
+                SortBy::ActivatedAt => times.activated_at,
+                SortBy::Deadline => times.deadline,
             };
             keyed.push((key, id));
         }
@@ -673,6 +733,25 @@ mod tests {
         let page = index.list(&q);
         assert_eq!(page.ids, vec![7, 6, 5, 4]);
         assert_eq!(page.counts.total(), 4);
+    }
+
+    #[test]
+    fn a_range_holding_most_jobs_is_counted_from_the_jobs_outside_it() {
+        let mut index = JobIndex::default();
+        for id in 1..=10 {
+            let mut done = job(id, "a", "t", JobState::Completed, id as i64 * 10);
+            done.finished_at = done.created_at + id as i64;
+            index.put(&done);
+        }
+        let mut q = query();
+        q.created_after = Some(10);
+        let page = index.list(&q);
+        assert_eq!(page.counts.total(), 9);
+        assert_eq!(page.counts.completed_duration_sum_ms, (2..=10).sum::<i64>());
+        q.created_before = Some(100);
+        let page = index.list(&q);
+        assert_eq!(page.counts.total(), 8);
+        assert_eq!(page.counts.completed_duration_sum_ms, (2..=9).sum::<i64>());
     }
 
     #[test]
