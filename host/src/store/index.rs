@@ -413,58 +413,14 @@ impl JobIndex {
 
     /// Cuts a page from the groups in creation order by merging them.
     fn merge_page(groups: &[&Group], range: CreatedRange, query: &ListQuery) -> Vec<JobId> {
-        let wanted = query.offset + query.limit;
-        let mut page = Vec::with_capacity(query.limit);
+        let cursors = groups
+            .iter()
+            .map(|group| group.jobs.range(range).map(|(key, _)| *key));
         if query.descending {
-            let mut cursors: Vec<_> = groups
-                .iter()
-                .map(|g| g.jobs.range(range).rev().map(|(key, _)| key))
-                .collect();
-            let mut heads = BinaryHeap::new();
-            for (n, cursor) in cursors.iter_mut().enumerate() {
-                if let Some(head) = cursor.next() {
-                    heads.push((*head, n));
-                }
-            }
-            let mut taken = 0;
-            while let Some(((_, id), n)) = heads.pop() {
-                if taken >= wanted {
-                    break;
-                }
-                if taken >= query.offset {
-                    page.push(id);
-                }
-                taken += 1;
-                if let Some(head) = cursors[n].next() {
-                    heads.push((*head, n));
-                }
-            }
+            take_merged(cursors.map(Iterator::rev).collect(), |key| key, query)
         } else {
-            let mut cursors: Vec<_> = groups
-                .iter()
-                .map(|g| g.jobs.range(range).map(|(key, _)| key))
-                .collect();
-            let mut heads = BinaryHeap::new();
-            for (n, cursor) in cursors.iter_mut().enumerate() {
-                if let Some(head) = cursor.next() {
-                    heads.push(Reverse((*head, n)));
-                }
-            }
-            let mut taken = 0;
-            while let Some(Reverse(((_, id), n))) = heads.pop() {
-                if taken >= wanted {
-                    break;
-                }
-                if taken >= query.offset {
-                    page.push(id);
-                }
-                taken += 1;
-                if let Some(head) = cursors[n].next() {
-                    heads.push(Reverse((*head, n)));
-                }
-            }
+            take_merged(cursors.collect(), Reverse, query)
         }
-        page
     }
 
     /// Cuts a page ordered by activation time or deadline: the matching jobs are selected,
@@ -650,6 +606,40 @@ impl JobIndex {
         tenants.dedup();
         tenants
     }
+}
+
+/// Merges sorted cursors, first by `order` (a max-heap), skipping `query.offset` and taking
+/// `query.limit`.
+fn take_merged<I, K>(
+    mut cursors: Vec<I>,
+    order: impl Fn((EpochMs, JobId)) -> K,
+    query: &ListQuery,
+) -> Vec<JobId>
+where
+    I: Iterator<Item = (EpochMs, JobId)>,
+    K: Ord,
+{
+    let mut heads = BinaryHeap::new();
+    for (n, cursor) in cursors.iter_mut().enumerate() {
+        if let Some(head) = cursor.next() {
+            heads.push((order(head), head.1, n));
+        }
+    }
+    let mut page = Vec::with_capacity(query.limit);
+    let mut taken = 0;
+    while let Some((_, id, n)) = heads.pop() {
+        if taken >= query.offset + query.limit {
+            break;
+        }
+        if taken >= query.offset {
+            page.push(id);
+        }
+        taken += 1;
+        if let Some(head) = cursors[n].next() {
+            heads.push((order(head), head.1, n));
+        }
+    }
+    page
 }
 
 #[cfg(test)]
