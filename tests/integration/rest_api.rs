@@ -137,6 +137,12 @@ async fn a_listing_filters_by_every_reference_parameter() {
     only(&server, "created_before=2001-01-01T00:00:00Z", vec![]).await;
     only(
         &server,
+        "period=1h&created_before=2001-01-01T00:00:00Z",
+        vec![],
+    )
+    .await;
+    only(
+        &server,
         "created_after=2001-01-01T00:00:00Z&type=sms",
         vec![&created[3]],
     )

@@ -167,10 +167,14 @@ impl JobService {
                 trigger.schedule = new_schedule(&change, Some(&current.schedule))?;
             }
             apply_settings(&mut trigger, &change, now)?;
-            let rearm = trigger.schedule != current.schedule
-                || trigger.end_at != current.end_at
-                || trigger.enabled != current.enabled;
-            if rearm {
+            let same_course =
+                trigger.schedule == current.schedule && trigger.enabled == current.enabled;
+            if same_course && current.next_fire.is_some() {
+                // A new end keeps the cursor, so a fire that is due but not yet made stays.
+                trigger.next_fire = current
+                    .next_fire
+                    .filter(|at| trigger.end_at.is_none_or(|end| *at <= end));
+            } else if !same_course || trigger.end_at != current.end_at {
                 arm(&mut trigger, now)?;
             }
             if trigger == current {

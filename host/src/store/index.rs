@@ -389,6 +389,12 @@ impl JobIndex {
         if query.process_instance_key.is_some() || query.element_id.is_some() {
             return self.list_by_process(query);
         }
+        if let (Some(after), Some(before)) = (query.created_after, query.created_before)
+            && after + 1 >= before
+        {
+            // Nothing is created after `after` and before `before`.
+            return IndexPage::default();
+        }
         let range = Self::created_range(query);
         let whole = query.created_after.is_none() && query.created_before.is_none();
         let groups: Vec<&Group> = self.matching_groups(query).collect();
@@ -742,6 +748,19 @@ mod tests {
         let page = index.list(&q);
         assert_eq!(page.counts.total(), 8);
         assert_eq!(page.counts.completed_duration_sum_ms, (2..=9).sum::<i64>());
+    }
+
+    #[test]
+    fn an_empty_creation_range_selects_nothing() {
+        let mut index = JobIndex::default();
+        index.put(&job(1, "a", "t", JobState::Activatable, 50));
+        let mut q = query();
+        q.created_after = Some(60);
+        q.created_before = Some(40);
+        assert_eq!(index.list(&q).counts.total(), 0);
+        q.created_after = Some(50);
+        q.created_before = Some(50);
+        assert!(index.list(&q).ids.is_empty());
     }
 
     #[test]

@@ -19,8 +19,11 @@ use crate::job::EpochMs;
 use crate::store::{DueFire, JobStore, StoreError};
 use crate::trigger::{TriggerId, TriggerRecord};
 
-/// Most triggers fired in one store request.
-const MAX_FIRES_PER_ROUND: usize = 1024;
+/// Most triggers fired in one store request, so one request (with up to this many times the
+/// catch-up limit of jobs) never holds the store's writer for long.
+const MAX_FIRES_PER_REQUEST: usize = 64;
+/// Store requests in one round at most; what is left is fired in the next round.
+const MAX_REQUESTS_PER_ROUND: usize = 1_000;
 /// Pause before retrying after the store failed to fire.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
@@ -104,12 +107,22 @@ impl TriggerScheduler {
         }
     }
 
+    /// Fires everything due as of the moment the scheduler woke: one moment for all the
+    /// requests of the round, so that triggers fired in a later request are not judged late.
     async fn fire_due(&mut self) -> Result<(), StoreError> {
         let now = self.clock.now();
-        let due = self.index.due(now, MAX_FIRES_PER_ROUND);
-        if due.is_empty() {
-            return Ok(());
+        // Bounded, so that a store answering with cursors that do not move cannot spin here.
+        for _ in 0..MAX_REQUESTS_PER_ROUND {
+            let due = self.index.due(now, MAX_FIRES_PER_REQUEST);
+            if due.is_empty() {
+                break;
+            }
+            self.fire(due, now).await?;
         }
+        Ok(())
+    }
+
+    async fn fire(&mut self, due: Vec<DueFire>, now: EpochMs) -> Result<(), StoreError> {
         let results = self.store.fire_triggers(due, now).await?;
         for (id, trigger) in results {
             match trigger {

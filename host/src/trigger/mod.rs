@@ -21,7 +21,7 @@ pub type TriggerId = u64;
 /// Missed fires created after downtime, at most, unless a trigger says otherwise.
 pub const DEFAULT_MAX_CATCH_UP: u32 = 100;
 /// The most missed fires a trigger may ask to catch up.
-pub const MAX_CATCH_UP_LIMIT: u32 = 10_000;
+pub const MAX_CATCH_UP_LIMIT: u32 = 1_000;
 /// Header prefix reserved for what the host adds to fired jobs.
 pub const RESERVED_HEADER_PREFIX: &str = "jobhost-";
 

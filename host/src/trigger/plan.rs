@@ -11,8 +11,9 @@ use crate::job::EpochMs;
 
 /// How late a fire may be and still count as on time rather than missed.
 pub const MISFIRE_GRACE_MS: i64 = 1_000;
-/// Dropped fires of a cron schedule are counted up to this many per firing.
-const MISSED_COUNT_LIMIT: u64 = 100_000;
+/// Dropped fires of a cron schedule are counted up to this many per firing (the count is then
+/// a lower bound), so a long outage of a per-second schedule costs the store little.
+const MISSED_COUNT_LIMIT: u64 = 10_000;
 
 /// The outcome of firing a trigger at some moment.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -49,8 +50,13 @@ pub fn plan(
         if late && (!trigger.catch_up || caught_up >= trigger.max_catch_up) {
             // Drop every late fire at once and go on from the first that is on time.
             let resume = schedule.next_after(now - MISFIRE_GRACE_MS - 1);
-            plan.missed += count_fires(schedule, at, resume);
-            next = resume;
+            let dropped_until = match (resume, trigger.end_at) {
+                (Some(resume), Some(end)) => Some(resume.min(end + 1)),
+                (Some(resume), None) => Some(resume),
+                (None, end) => end.map(|end| end + 1),
+            };
+            plan.missed += count_fires(schedule, at, dropped_until);
+            next = resume.filter(|resume| *resume > at);
             continue;
         }
         if late {
@@ -62,13 +68,14 @@ pub fn plan(
             plan.fires.push(at);
             busy = true;
         }
-        next = schedule.next_after(at);
+        // A schedule that does not move forward would fire forever: it has ended.
+        next = schedule.next_after(at).filter(|following| *following > at);
     }
     plan.next_fire = next.filter(|at| !past_end(*at));
     plan
 }
 
-/// Fire times from `first` (inclusive) up to `until` (exclusive; `None`: unbounded).
+/// Fire times from `first` (inclusive) up to `until` (exclusive; `None`: only `first`).
 fn count_fires(schedule: &CompiledSchedule, first: EpochMs, until: Option<EpochMs>) -> u64 {
     let Some(until) = until else { return 1 };
     match schedule {
@@ -81,7 +88,7 @@ fn count_fires(schedule: &CompiledSchedule, first: EpochMs, until: Option<EpochM
                 if count >= MISSED_COUNT_LIMIT {
                     break;
                 }
-                at = schedule.next_after(t);
+                at = schedule.next_after(t).filter(|following| *following > t);
             }
             count
         }
@@ -220,6 +227,16 @@ mod tests {
         let last = plan(&trigger, &schedule, T0 + 2 * MINUTE, false);
         assert_eq!(last.fires, vec![T0 + 2 * MINUTE]);
         assert_eq!(last.next_fire, None);
+    }
+
+    #[test]
+    fn dropped_fires_after_the_end_are_not_counted_as_missed() {
+        let (mut trigger, schedule) = every_minute();
+        trigger.catch_up = false;
+        trigger.end_at = Some(T0 + 3 * MINUTE);
+        let plan = plan(&trigger, &schedule, T0 + 10 * MINUTE + 30_000, false);
+        assert_eq!(plan.missed, 3);
+        assert_eq!(plan.next_fire, None);
     }
 
     #[test]

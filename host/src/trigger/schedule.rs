@@ -25,6 +25,9 @@ pub const MIN_INTERVAL_MS: i64 = 1_000;
 /// Longest interval (and longest lifetime) a trigger may have.
 pub const MAX_INTERVAL_MS: i64 = 366 * DAY_MS;
 
+/// Searches a cron schedule may make to get past one repeated local hour (one a second).
+const MAX_REPEATED_SEARCHES: usize = 4_000;
+
 const SECOND_MS: i64 = 1_000;
 const MINUTE_MS: i64 = 60 * SECOND_MS;
 const HOUR_MS: i64 = 60 * MINUTE_MS;
@@ -153,11 +156,27 @@ impl CompiledSchedule {
             CompiledSchedule::Cron(cron, zone) => {
                 // Cron has whole seconds: searching strictly after the whole second that
                 // contains `after` finds the first fire strictly after `after` itself.
-                let whole_second: DateTime<Utc> =
-                    DateTime::from_timestamp(after.div_euclid(1000), 0)?;
-                let local = zone.from_utc_datetime(&whole_second.naive_utc());
-                let next = cron.find_next_occurrence(&local, false).ok()?;
-                Some(next.timestamp_millis())
+                let mut from = after.div_euclid(1000);
+                // In a repeated local hour the search answers the first of the two instants,
+                // which can lie before `after`: search on from there until the answer is
+                // later (the repeated times fire once, at their first occurrence).
+                for _ in 0..MAX_REPEATED_SEARCHES {
+                    let whole_second: DateTime<Utc> = DateTime::from_timestamp(from, 0)?;
+                    let local = zone.from_utc_datetime(&whole_second.naive_utc());
+                    let local_next = cron.find_next_occurrence(&local, false).ok()?;
+                    let next = local_next.timestamp_millis();
+                    if next > after {
+                        return Some(next);
+                    }
+                    // Go on from the wall-clock time after the answer, in its later offset.
+                    let later_offset = zone
+                        .from_local_datetime(&local_next.naive_local())
+                        .latest()?;
+                    from = from
+                        .max(later_offset.timestamp())
+                        .max(local_next.timestamp());
+                }
+                None
             }
         }
     }
@@ -364,6 +383,24 @@ mod tests {
         let first = next(&at_half_past_two, "2026-10-24T12:00:00Z");
         assert_eq!(first, "2026-10-25T00:30:00.000Z");
         assert_eq!(next(&at_half_past_two, &first), "2026-10-26T01:30:00.000Z");
+    }
+
+    #[test]
+    fn the_next_fire_inside_a_repeated_hour_is_never_in_the_past() {
+        // 01:10Z is 02:10 in the second (CET) pass of Berlin's repeated hour on 2026-10-25;
+        // 02:15, 02:30 and 02:45 local already fired in the first pass.
+        let quarterly = Schedule::cron("*/15 * * * *", Some("Europe/Berlin")).unwrap();
+        assert_eq!(
+            next(&quarterly, "2026-10-25T01:10:00Z"),
+            "2026-10-25T02:00:00.000Z"
+        );
+        let every_second = Schedule::cron("* * * * * *", Some("Europe/Berlin")).unwrap();
+        let after = "2026-10-25T01:10:00Z";
+        assert!(epoch(&next(&every_second, after)) > epoch(after));
+    }
+
+    fn epoch(text: &str) -> EpochMs {
+        at(text)
     }
 
     #[test]
