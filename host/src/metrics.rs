@@ -104,6 +104,10 @@ pub trait Gauges: Send + Sync + 'static {
     fn waiting_long_polls(&self) -> u64;
     /// Handler components compiled, and loaded from the compiled-code cache, since start.
     fn handler_loads(&self) -> (u64, u64);
+    /// Triggers by status (`active`, `paused`, `ended`).
+    fn triggers(&self) -> Vec<(&'static str, u64)>;
+    /// Jobs created by trigger fires, and times the scheduler woke to fire, since start.
+    fn trigger_activity(&self) -> (u64, u64);
 }
 
 struct ScrapeTime(Arc<dyn Gauges>);
@@ -163,6 +167,33 @@ impl Collector for ScrapeTime {
             "Handler components loaded from the compiled-code cache",
             None,
             loads.metric_type(),
+        )?)?;
+        {
+            let mut family = encoder.encode_descriptor(
+                "jobhost_triggers",
+                "Triggers by status",
+                None,
+                prometheus_client::metrics::MetricType::Gauge,
+            )?;
+            for (status, count) in self.0.triggers() {
+                let gauge = ConstGauge::new(count as i64);
+                gauge.encode(family.encode_family(&[("status", status)])?)?;
+            }
+        }
+        let (created, wakeups) = self.0.trigger_activity();
+        let created = ConstCounter::new(created);
+        created.encode(encoder.encode_descriptor(
+            "jobhost_trigger_jobs_created",
+            "Jobs created by trigger fires",
+            None,
+            created.metric_type(),
+        )?)?;
+        let wakeups = ConstCounter::new(wakeups);
+        wakeups.encode(encoder.encode_descriptor(
+            "jobhost_trigger_scheduler_wakeups",
+            "Times the trigger scheduler woke because a fire was due",
+            None,
+            wakeups.metric_type(),
         )?)?;
         Ok(())
     }

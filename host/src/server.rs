@@ -208,6 +208,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         store: store.clone(),
         service: service.clone(),
         runtime,
+        scheduler: scheduler_stats.clone(),
     });
     let metrics = Arc::new(MetricsRegistry::new(&metrics, gauges));
     let app = rest::router(service, registry, metrics);
@@ -239,6 +240,7 @@ struct ServerGauges {
     store: Arc<dyn JobStore>,
     service: Arc<JobService>,
     runtime: Arc<Runtime>,
+    scheduler: Arc<SchedulerStats>,
 }
 
 impl Gauges for ServerGauges {
@@ -258,6 +260,25 @@ impl Gauges for ServerGauges {
 
     fn handler_loads(&self) -> (u64, u64) {
         self.runtime.load_counts()
+    }
+
+    fn triggers(&self) -> Vec<(&'static str, u64)> {
+        let mut counts = vec![("active", 0), ("paused", 0), ("ended", 0)];
+        for trigger in self.store.triggers().unwrap_or_default() {
+            let status = trigger.status().as_str();
+            if let Some(slot) = counts.iter_mut().find(|(name, _)| *name == status) {
+                slot.1 += 1;
+            }
+        }
+        counts
+    }
+
+    fn trigger_activity(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.scheduler.jobs_created.load(Relaxed),
+            self.scheduler.rounds.load(Relaxed),
+        )
     }
 }
 

@@ -7,6 +7,7 @@ mod activation;
 mod auth_and_tenants;
 mod bad_input;
 mod cli;
+mod dashboard;
 mod handlers;
 mod lifecycle;
 mod operations;

@@ -89,6 +89,8 @@ async fn metrics_count_job_transitions_queue_depth_and_wasm_attempts() {
     assert_eq!(sample(&text, "jobhost_handler_compiles_total"), 1.0);
     assert_eq!(sample(&text, "jobhost_handler_cache_loads_total"), 0.0);
     assert!(sample(&text, "jobhost_long_poll_waiters") >= 0.0);
+    assert_eq!(sample(&text, r#"jobhost_triggers{status="active"}"#), 0.0);
+    assert_eq!(sample(&text, "jobhost_trigger_jobs_created_total"), 0.0);
     assert!(text.trim_end().ends_with("# EOF"));
 }
 
