@@ -6,8 +6,8 @@
 //! # Layout
 //! - [`job`]: domain types; [`job::state`] is the only place job transitions are decided.
 //! - [`store`]: the [`store::JobStore`] trait, its sled implementation (single writer, group
-//!   commit, in-memory ready and due-time indexes rebuilt at start-up) and its conformance
-//!   suite.
+//!   commit, in-memory ready and due-time indexes rebuilt at start-up), the listing and
+//!   statistics indexes ([`store::index`]) and its conformance suite.
 //! - [`service`]: the core every API calls: validation, tenant scope, long polls.
 //! - [`trigger`]: cron and interval triggers as data; [`trigger::plan`] decides what one
 //!   firing does.
@@ -19,10 +19,12 @@
 //!   [`tasks::scheduler`] fires triggers when they are due.
 //! - [`examples`]: the example handlers, embedded for `serve --examples`.
 //! - [`auth`]: API keys, permissions and tenants.
-//! - [`api`]: gRPC (`atom.jobs.v1.JobsService`, health, reflection) and REST adapters.
+//! - [`api`]: gRPC (`atom.jobs.v1.JobsService`, health, reflection) and REST adapters; the REST
+//!   answers as types ([`api::views`], also the OpenAPI document) and the embedded dashboard.
 //! - [`metrics`]: Prometheus metrics, counted where things happen and read at scrape time.
 //! - [`server`]: wires it all together and runs it until shutdown.
-//! - [`bench`]: `jobhost bench`, end-to-end throughput and wake-up latency.
+//! - [`bench`]: `jobhost bench` (end-to-end throughput, wake-up latency, trigger timing) and
+//!   `jobhost bench-listing` (listings and statistics over a million jobs).
 //! - [`client`]: the REST client behind the command line.
 
 pub mod api;

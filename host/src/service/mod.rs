@@ -4,7 +4,7 @@
 //! The core checks requests against [`crate::job::limits`], scopes them to the caller's
 //! tenants, and hands state changes to the [`JobStore`], which decides them through
 //! [`crate::job::state`]. Long polls wait here, bounded in number and ended by shutdown.
-//! Trigger management lives in [`triggers`].
+//! Trigger management lives in the `triggers` submodule.
 
 mod triggers;
 
