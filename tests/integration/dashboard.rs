@@ -4,7 +4,7 @@
 //! into `target/browser-venv`.
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -19,10 +19,6 @@ const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 /// The whole browser scenario; a healthy run takes well under a minute, a loaded machine
 /// several. Past this the browser is stuck, not slow.
 const SCENARIO_LIMIT: Duration = Duration::from_secs(900);
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 #[tokio::test]
 async fn dashboard_assets_are_served_embedded_with_types_and_cache_headers() {
@@ -93,7 +89,7 @@ async fn dashboard_in_headless_chromium_lists_shows_and_retries_jobs() {
     let started = Instant::now();
     let python = tokio::task::spawn_blocking(|| {
         ensure_chromium();
-        browser_python()
+        python_venv("browser-venv", "tests/browser/requirements.txt")
     })
     .await
     .unwrap();
@@ -271,55 +267,4 @@ fn ensure_chromium() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-}
-
-/// The python of `target/browser-venv`, with `tests/browser/requirements.txt` installed (once
-/// per content of that file). A venv of its own, so it never races the gRPC client test's.
-fn browser_python() -> PathBuf {
-    let root = workspace();
-    let venv = root.join("target/browser-venv");
-    let python = venv.join("bin/python");
-    let requirements = root.join("tests/browser/requirements.txt");
-    let wanted = std::fs::read_to_string(&requirements).expect("requirements");
-    let marker = venv.join("installed-requirements.txt");
-    let ready = || {
-        std::fs::read_to_string(&marker).ok().as_deref() == Some(wanted.as_str()) && python.exists()
-    };
-    if ready() {
-        return python;
-    }
-    std::fs::create_dir_all(root.join("target")).expect("target dir");
-    let lock = File::create(root.join("target/browser-venv.lock")).expect("lock file");
-    lock.lock().expect("venv lock");
-    if ready() {
-        return python;
-    }
-    if !python.exists() {
-        run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
-    }
-    run(Command::new(&python)
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--disable-pip-version-check",
-            "-q",
-            "-r",
-        ])
-        .arg(&requirements));
-    std::fs::write(&marker, wanted).expect("marker written");
-    python
-}
-
-fn run(command: &mut Command) -> String {
-    let output = command
-        .output()
-        .unwrap_or_else(|e| panic!("{command:?} did not start: {e}"));
-    let text = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(output.status.success(), "{command:?} failed:\n{text}");
-    text
 }

@@ -360,3 +360,62 @@ fn read_addresses(
     }
     panic!("jobhost exited before serving");
 }
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Runs a command to success; returns its stdout and stderr.
+pub fn run(command: &mut Command) -> String {
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("{command:?} did not start: {e}"));
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{command:?} failed:\n{text}");
+    text
+}
+
+/// The python of `target/<name>`, a venv with the pinned `requirements` (relative to the
+/// workspace) installed, once per content of that file. A lock keeps tests that run at once
+/// from installing into the same venv together.
+pub fn python_venv(name: &str, requirements: &str) -> PathBuf {
+    let root = workspace();
+    let venv = root.join("target").join(name);
+    let python = venv.join("bin/python");
+    let requirements = root.join(requirements);
+    let wanted = std::fs::read_to_string(&requirements).expect("requirements");
+    let marker = venv.join("installed-requirements.txt");
+    let ready = || {
+        std::fs::read_to_string(&marker).ok().as_deref() == Some(wanted.as_str()) && python.exists()
+    };
+    if ready() {
+        return python;
+    }
+    std::fs::create_dir_all(root.join("target")).expect("target dir");
+    let lock =
+        std::fs::File::create(root.join("target").join(format!("{name}.lock"))).expect("lock file");
+    lock.lock().expect("venv lock");
+    if ready() {
+        return python;
+    }
+    if !python.exists() {
+        run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
+    }
+    run(Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--disable-pip-version-check",
+            "-q",
+            "-r",
+        ])
+        .arg(&requirements));
+    std::fs::write(&marker, wanted).expect("marker written");
+    python
+}

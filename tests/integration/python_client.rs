@@ -2,62 +2,16 @@
 //! Its grpcio-tools are installed into `target/python-venv` on first use; stubs are generated
 //! from `proto/jobs.proto` for every run.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::harness::*;
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn run(command: &mut Command) -> String {
-    let output = command
-        .output()
-        .unwrap_or_else(|e| panic!("{command:?} did not start: {e}"));
-    let text = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(output.status.success(), "{command:?} failed:\n{text}");
-    text
-}
-
-/// The venv's python, with the pinned requirements installed (once per requirements file).
-fn python_with_grpc_tools() -> PathBuf {
-    let root = workspace();
-    let venv = root.join("target/python-venv");
-    let python = venv.join("bin/python");
-    let requirements = root.join("tests/python/requirements.txt");
-    let wanted = std::fs::read_to_string(&requirements).expect("requirements");
-    let marker = venv.join("installed-requirements.txt");
-    if std::fs::read_to_string(&marker).ok().as_deref() == Some(wanted.as_str()) && python.exists()
-    {
-        return python;
-    }
-    if !python.exists() {
-        run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
-    }
-    run(Command::new(&python)
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--disable-pip-version-check",
-            "-q",
-            "-r",
-        ])
-        .arg(&requirements));
-    std::fs::write(&marker, wanted).expect("marker written");
-    python
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_python_worker_completes_and_fails_jobs_unchanged() {
-    let python = tokio::task::spawn_blocking(python_with_grpc_tools)
-        .await
-        .unwrap();
+    let python =
+        tokio::task::spawn_blocking(|| python_venv("python-venv", "tests/python/requirements.txt"))
+            .await
+            .unwrap();
     let root = workspace();
     let generated = tempfile::tempdir().unwrap();
     run(Command::new(&python)
