@@ -11,10 +11,9 @@ use crate::job::EpochMs;
 use crate::job::limits;
 use crate::store::TriggerError;
 use crate::tasks::scheduler::TriggerChange;
-use crate::trigger::schedule::{MAX_INTERVAL_MS, parse_duration};
+use crate::trigger::schedule::{format_duration, parse_duration};
 use crate::trigger::{
-    DEFAULT_MAX_CATCH_UP, JobTemplate, MAX_CATCH_UP_LIMIT, Overlap, RESERVED_HEADER_PREFIX,
-    Schedule, TriggerId, TriggerRecord,
+    MAX_CATCH_UP_LIMIT, Overlap, RESERVED_HEADER_PREFIX, Schedule, TriggerId, TriggerRecord,
 };
 
 /// How often a change is retried when a fire changed the trigger meanwhile.
@@ -101,33 +100,7 @@ impl JobService {
             }
             _ => new_schedule(&definition, None)?,
         };
-        let mut trigger = TriggerRecord {
-            id: 0,
-            tenant,
-            name,
-            job_type,
-            schedule,
-            template: JobTemplate {
-                variables: "{}".into(),
-                custom_headers: BTreeMap::new(),
-                retries: limits::DEFAULT_RETRIES,
-                priority: 0,
-            },
-            catch_up: true,
-            max_catch_up: DEFAULT_MAX_CATCH_UP,
-            end_at: None,
-            overlap: Overlap::Allow,
-            enabled: true,
-            created_at: now,
-            updated_at: now,
-            next_fire: None,
-            last_fire: None,
-            last_job: None,
-            fired: 0,
-            skipped: 0,
-            missed: 0,
-            revision: 0,
-        };
+        let mut trigger = TriggerRecord::new(tenant, name, job_type, schedule, now);
         apply_settings(&mut trigger, &definition, now)?;
         arm(&mut trigger, now)?;
         let stored = self.store.create_trigger(trigger).await?;
@@ -369,12 +342,11 @@ fn apply_settings(
         (None, Some(lifetime)) => {
             let lifetime =
                 parse_duration("lifetime", lifetime).map_err(|error| invalid(error.to_string()))?;
-            debug_assert!(lifetime <= MAX_INTERVAL_MS);
             let end_at = trigger.created_at + lifetime;
             if end_at <= now {
                 return Err(invalid(format!(
                     "a lifetime of {} from the trigger's creation has already passed",
-                    lifetime_text(lifetime)
+                    format_duration(lifetime)
                 )));
             }
             trigger.end_at = Some(end_at);
@@ -393,10 +365,6 @@ fn apply_settings(
         trigger.enabled = enabled;
     }
     Ok(())
-}
-
-fn lifetime_text(ms: i64) -> String {
-    crate::trigger::schedule::format_duration(ms)
 }
 
 /// Points the trigger's cursor at its first fire after `now`; refuses a definition that

@@ -15,7 +15,7 @@ use crate::job::{JobPayload, JobState, NewJob, TenantScope};
 use crate::store::{
     Activation, ApiKeyRecord, ApplyError, DueFire, Extras, JobStore, ListQuery, TriggerError,
 };
-use crate::trigger::{JobTemplate, Overlap, Schedule, TriggerRecord};
+use crate::trigger::{Schedule, TriggerRecord};
 
 pub type Open = fn(&Path) -> Arc<dyn JobStore>;
 
@@ -520,39 +520,24 @@ const T0: i64 = 1_767_225_600_000;
 const MINUTE: i64 = 60_000;
 
 fn every_minute(name: &str, tenant: &str) -> TriggerRecord {
-    TriggerRecord {
-        id: 0,
-        tenant: tenant.into(),
-        name: name.into(),
-        job_type: "tick".into(),
-        schedule: Schedule::interval("1m").unwrap(),
-        template: JobTemplate {
-            variables: r#"{"from":"trigger"}"#.into(),
-            retries: 2,
-            ..JobTemplate::default()
-        },
-        catch_up: true,
-        max_catch_up: 100,
-        end_at: None,
-        overlap: Overlap::Allow,
-        enabled: true,
-        created_at: T0,
-        updated_at: T0,
-        next_fire: Some(T0 + MINUTE),
-        last_fire: None,
-        last_job: None,
-        fired: 0,
-        skipped: 0,
-        missed: 0,
-        revision: 0,
-    }
+    let schedule = Schedule::interval("1m").unwrap();
+    let mut trigger = TriggerRecord::new(tenant.into(), name.into(), "tick".into(), schedule, T0);
+    trigger.template.variables = r#"{"from":"trigger"}"#.into();
+    trigger.template.retries = 2;
+    trigger.next_fire = Some(T0 + MINUTE);
+    trigger
 }
 
-fn due(trigger: &TriggerRecord) -> Vec<DueFire> {
-    vec![DueFire {
+/// Fires the trigger's first tick (at `T0 + MINUTE`, with the cursor it was given); returns
+/// the trigger as it then stands (`None`: it no longer exists).
+async fn fire_first(store: &Arc<dyn JobStore>, trigger: &TriggerRecord) -> Option<TriggerRecord> {
+    let due = DueFire {
         trigger: trigger.id,
         next_fire: trigger.next_fire.expect("armed"),
-    }]
+    };
+    let mut fired = store.fire_triggers(vec![due], T0 + MINUTE).await.unwrap();
+    assert_eq!(fired.len(), 1);
+    fired.remove(0).1
 }
 
 pub async fn a_trigger_fire_creates_its_job_and_advances_its_cursor_together(
@@ -564,11 +549,7 @@ pub async fn a_trigger_fire_creates_its_job_and_advances_its_cursor_together(
         .create_trigger(every_minute("t", "acme"))
         .await
         .unwrap();
-    let fired = store
-        .fire_triggers(due(&trigger), T0 + MINUTE)
-        .await
-        .unwrap();
-    let after = fired[0].1.clone().expect("still exists");
+    let after = fire_first(&store, &trigger).await.expect("still exists");
     assert_eq!(after.next_fire, Some(T0 + 2 * MINUTE));
     assert_eq!((after.fired, after.last_fire), (1, Some(T0 + MINUTE)));
     let job = store.get(after.last_job.expect("a job")).unwrap().unwrap();
@@ -591,15 +572,9 @@ pub async fn a_fire_with_a_stale_cursor_does_nothing(open: Open, dir: &Path) {
         .create_trigger(every_minute("t", "acme"))
         .await
         .unwrap();
-    store
-        .fire_triggers(due(&trigger), T0 + MINUTE)
-        .await
-        .unwrap();
-    let again = store
-        .fire_triggers(due(&trigger), T0 + MINUTE)
-        .await
-        .unwrap();
-    assert_eq!(again[0].1.as_ref().unwrap().fired, 1);
+    fire_first(&store, &trigger).await;
+    let again = fire_first(&store, &trigger).await.expect("still exists");
+    assert_eq!(again.fired, 1);
     let jobs = store.list(&ListQuery::all(TenantScope::All, 10)).unwrap();
     assert_eq!(jobs.total, 1);
 }
@@ -631,10 +606,7 @@ pub async fn a_trigger_change_from_a_stale_revision_is_refused(open: Open, dir: 
         .create_trigger(every_minute("t", "acme"))
         .await
         .unwrap();
-    store
-        .fire_triggers(due(&trigger), T0 + MINUTE)
-        .await
-        .unwrap();
+    fire_first(&store, &trigger).await;
     let mut paused = trigger.clone();
     paused.enabled = false;
     let refused = store
@@ -665,11 +637,7 @@ pub async fn a_removed_trigger_no_longer_fires(open: Open, dir: &Path) {
         .delete_trigger(trigger.id, TenantScope::All)
         .await
         .unwrap();
-    let fired = store
-        .fire_triggers(due(&trigger), T0 + MINUTE)
-        .await
-        .unwrap();
-    assert_eq!(fired, vec![(trigger.id, None)]);
+    assert_eq!(fire_first(&store, &trigger).await, None);
     assert!(store.triggers().unwrap().is_empty());
     // The name is free again.
     store
@@ -686,13 +654,7 @@ pub async fn triggers_and_their_cursors_survive_a_reopen(open: Open, dir: &Path)
             .create_trigger(every_minute("t", "acme"))
             .await
             .unwrap();
-        fired = store
-            .fire_triggers(due(&trigger), T0 + MINUTE)
-            .await
-            .unwrap()[0]
-            .1
-            .clone()
-            .unwrap();
+        fired = fire_first(&store, &trigger).await.expect("still exists");
         store.close().await.unwrap();
     }
     let store = open(dir);

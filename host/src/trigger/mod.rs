@@ -117,6 +117,45 @@ pub struct TriggerRecord {
 }
 
 impl TriggerRecord {
+    /// A trigger created at `now` with the defaults: an empty template with the default
+    /// retries, catch-up of up to [`DEFAULT_MAX_CATCH_UP`] missed fires, overlap allowed, no
+    /// end, enabled. Not armed yet (see [`TriggerRecord::rearm`]) and not stored (no id).
+    pub fn new(
+        tenant: String,
+        name: String,
+        job_type: String,
+        schedule: Schedule,
+        now: EpochMs,
+    ) -> TriggerRecord {
+        TriggerRecord {
+            id: 0,
+            tenant,
+            name,
+            job_type,
+            schedule,
+            template: JobTemplate {
+                variables: "{}".into(),
+                custom_headers: BTreeMap::new(),
+                retries: crate::job::limits::DEFAULT_RETRIES,
+                priority: 0,
+            },
+            catch_up: true,
+            max_catch_up: DEFAULT_MAX_CATCH_UP,
+            end_at: None,
+            overlap: Overlap::Allow,
+            enabled: true,
+            created_at: now,
+            updated_at: now,
+            next_fire: None,
+            last_fire: None,
+            last_job: None,
+            fired: 0,
+            skipped: 0,
+            missed: 0,
+            revision: 0,
+        }
+    }
+
     pub fn status(&self) -> TriggerStatus {
         match (self.enabled, self.next_fire) {
             (false, _) => TriggerStatus::Paused,

@@ -98,7 +98,7 @@ fn count_fires(schedule: &CompiledSchedule, first: EpochMs, until: Option<EpochM
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trigger::{JobTemplate, Schedule};
+    use crate::trigger::Schedule;
 
     const MINUTE: i64 = 60_000;
     /// 2026-01-01T00:00:00Z, a whole multiple of every interval used here.
@@ -107,28 +107,9 @@ mod tests {
     fn every_minute() -> (TriggerRecord, CompiledSchedule) {
         let schedule = Schedule::interval("1m").unwrap();
         let compiled = schedule.compile().unwrap();
-        let record = TriggerRecord {
-            id: 1,
-            tenant: "default".into(),
-            name: "tick".into(),
-            job_type: "tick".into(),
-            schedule,
-            template: JobTemplate::default(),
-            catch_up: true,
-            max_catch_up: 100,
-            end_at: None,
-            overlap: Overlap::Allow,
-            enabled: true,
-            created_at: T0,
-            updated_at: T0,
-            next_fire: Some(T0 + MINUTE),
-            last_fire: None,
-            last_job: None,
-            fired: 0,
-            skipped: 0,
-            missed: 0,
-            revision: 1,
-        };
+        let mut record =
+            TriggerRecord::new("default".into(), "tick".into(), "tick".into(), schedule, T0);
+        record.next_fire = Some(T0 + MINUTE);
         (record, compiled)
     }
 
