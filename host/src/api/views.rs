@@ -8,9 +8,10 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
+use crate::job::format_time;
 use crate::job::{AttemptLog, Job, JobKey, JobState, now_ms};
 use crate::registry::LoadedHandler;
-use crate::service::{JobsPage, format_time};
+use crate::service::JobsPage;
 use crate::store::index::{IndexStats, StateCounts};
 use crate::trigger::schedule::format_duration;
 use crate::trigger::{Schedule, TriggerRecord};

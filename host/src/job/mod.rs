@@ -211,6 +211,18 @@ pub fn now_ms() -> EpochMs {
     since.as_millis() as EpochMs
 }
 
+/// Formats epoch ms as RFC 3339 UTC with milliseconds; `None` for 0.
+pub fn format_time(ms: EpochMs) -> Option<String> {
+    if ms == 0 {
+        return None;
+    }
+    let time = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()?;
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    time.format(&format).ok()
+}
+
 /// One attempt run by the host's Wasm executor, kept with the job.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttemptLog {

@@ -756,15 +756,3 @@ pub fn parse_time(field: &str, text: &str) -> Result<EpochMs, ServiceError> {
             ))
         })
 }
-
-/// Formats epoch ms as RFC 3339 UTC with milliseconds; `None` for 0.
-pub fn format_time(ms: EpochMs) -> Option<String> {
-    if ms == 0 {
-        return None;
-    }
-    let time = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()?;
-    let format = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-    );
-    time.format(&format).ok()
-}

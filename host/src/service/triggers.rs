@@ -334,7 +334,7 @@ fn apply_settings(
             if end_at <= now {
                 return Err(invalid(format!(
                     "end_at must be in the future, got {}",
-                    super::format_time(end_at).unwrap_or_else(|| end_at.to_string())
+                    crate::job::format_time(end_at).unwrap_or_else(|| end_at.to_string())
                 )));
             }
             trigger.end_at = Some(end_at);
@@ -379,8 +379,8 @@ fn arm(trigger: &mut TriggerRecord, now: EpochMs) -> Result<(), ServiceError> {
         return match (schedule.next_after(now), trigger.end_at) {
             (Some(first), Some(end)) => Err(invalid(format!(
                 "the trigger ends ({}) before its first fire ({})",
-                super::format_time(end).unwrap_or_default(),
-                super::format_time(first).unwrap_or_default()
+                crate::job::format_time(end).unwrap_or_default(),
+                crate::job::format_time(first).unwrap_or_default()
             ))),
             _ => Err(invalid(format!("{} never fires", trigger.schedule))),
         };

@@ -182,7 +182,7 @@ impl TriggerRecord {
         custom_headers.insert("jobhost-trigger-id".into(), self.id.to_string());
         custom_headers.insert(
             "jobhost-scheduled-at".into(),
-            crate::service::format_time(scheduled_at).unwrap_or_default(),
+            crate::job::format_time(scheduled_at).unwrap_or_default(),
         );
         NewJob {
             tenant: self.tenant.clone(),
