@@ -65,7 +65,7 @@ impl Default for Metrics {
 
 impl Metrics {
     /// Adds counted transitions, already summed per type and tenant.
-    pub fn count(&self, counts: HashMap<(&str, &str, Transition), u64>) {
+    pub fn count<S: AsRef<str>>(&self, counts: HashMap<(S, S, Transition), u64>) {
         for ((job_type, tenant, transition), count) in counts {
             let family = match transition {
                 Transition::Created => &self.created,
@@ -75,8 +75,8 @@ impl Metrics {
                 Transition::TimedOut => &self.timed_out,
             };
             let labels = JobLabels {
-                job_type: job_type.to_string(),
-                tenant: tenant.to_string(),
+                job_type: job_type.as_ref().to_string(),
+                tenant: tenant.as_ref().to_string(),
             };
             family.get_or_create(&labels).inc_by(count);
         }

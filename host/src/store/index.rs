@@ -85,14 +85,16 @@ impl MinuteCounts {
     }
 }
 
-/// A job change as the index needs it.
+/// A job change as the index needs it. Tenant, type and worker are sent only when the index
+/// may not know them, so the common transitions copy no strings.
 #[derive(Clone, Debug)]
 pub struct IndexedJob {
     pub id: JobId,
-    pub tenant: String,
-    pub job_type: String,
     pub state: JobState,
-    pub worker: String,
+    /// Tenant and type; `None` keeps those the index has for the job.
+    pub names: Option<(String, String)>,
+    /// `None` keeps the worker the index has for the job.
+    pub worker: Option<String>,
     pub created_at: EpochMs,
     pub activated_at: EpochMs,
     pub deadline: EpochMs,
@@ -103,16 +105,23 @@ impl From<&JobRecord> for IndexedJob {
     fn from(record: &JobRecord) -> IndexedJob {
         IndexedJob {
             id: record.id,
-            tenant: record.tenant.clone(),
-            job_type: record.job_type.clone(),
             state: record.state,
-            worker: record.worker.clone(),
+            names: Some((record.tenant.clone(), record.job_type.clone())),
+            worker: Some(record.worker.clone()),
             created_at: record.created_at,
             activated_at: record.activated_at,
             deadline: record.deadline,
             finished_at: record.finished_at,
         }
     }
+}
+
+/// Where a change put a job: the state it had before (`None`: new), its tenant and type.
+#[derive(Clone, Debug)]
+pub struct Placed {
+    pub before: Option<JobState>,
+    pub tenant: Arc<str>,
+    pub job_type: Arc<str>,
 }
 
 /// Jobs counted by state, with their run times.
@@ -237,14 +246,26 @@ impl Group {
 }
 
 impl JobIndex {
-    /// Records a job as it now is (new or changed); returns the state it had before.
-    pub fn put(&mut self, job: &IndexedJob) -> Option<JobState> {
-        let tenant = self.name(&job.tenant);
-        let job_type = self.name(&job.job_type);
-        let worker = self.name(&job.worker);
+    /// Records a job as it now is (new or changed); returns what it was before. `None` for a
+    /// change to a job the index does not know that does not name its tenant and type.
+    pub fn put(&mut self, job: &IndexedJob) -> Option<Placed> {
+        let known = self
+            .entries
+            .get(&job.id)
+            .map(|entry| self.groups[entry.group as usize].key.clone());
+        let (tenant, job_type) = match (&job.names, &known) {
+            (Some((tenant, job_type)), _) => (self.name(tenant), self.name(job_type)),
+            (None, Some(key)) => (key.tenant.clone(), key.job_type.clone()),
+            (None, None) => return None,
+        };
+        let worker = match (&job.worker, &known) {
+            (Some(worker), _) => self.name(worker),
+            (None, Some(key)) => key.worker.clone(),
+            (None, None) => self.name(""),
+        };
         let key = GroupKey {
-            tenant,
-            job_type,
+            tenant: tenant.clone(),
+            job_type: job_type.clone(),
             state: job.state,
             worker,
         };
@@ -273,14 +294,17 @@ impl JobIndex {
         if job.state == JobState::Completed {
             new_group.duration_sum_ms += job.finished_at - job.created_at;
         }
-        let previous_state = previous.map(|old| self.groups[old.group as usize].key.state);
+        let before = known.map(|key| key.state);
         let finished_now = matches!(job.state, JobState::Completed | JobState::Failed)
-            && previous_state != Some(job.state);
+            && before != Some(job.state);
         if finished_now {
-            let tenant = self.groups[group as usize].key.tenant.clone();
-            self.count_finish(tenant, job);
+            self.count_finish(tenant.clone(), job);
         }
-        previous_state
+        Some(Placed {
+            before,
+            tenant,
+            job_type,
+        })
     }
 
     /// Records that a job belongs to a workflow instance and element (fixed at creation).
@@ -661,10 +685,9 @@ mod tests {
     ) -> IndexedJob {
         IndexedJob {
             id,
-            tenant: tenant.into(),
-            job_type: job_type.into(),
             state,
-            worker: String::new(),
+            names: Some((tenant.into(), job_type.into())),
+            worker: Some(String::new()),
             created_at,
             activated_at: 0,
             deadline: 0,

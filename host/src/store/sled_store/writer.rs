@@ -618,14 +618,30 @@ impl Writer {
 
     /// Writes a record to the batch and moves it in the indexes.
     fn put(&mut self, record: JobRecord) {
-        if let Some(old) = self.open.remove(&record.id) {
-            self.unindex(&old);
+        let old = self.open.remove(&record.id);
+        if let Some(old) = &old {
+            self.unindex(old);
         }
         self.closed_in_group.remove(&record.id);
         self.batch
             .insert(&record_key(record.id), codec::encode(&record));
         self.writes += 1;
-        self.index_changes.push(IndexedJob::from(&record));
+        // An open job's tenant and type are known to the index already.
+        self.index_changes.push(IndexedJob {
+            id: record.id,
+            state: record.state,
+            names: old
+                .is_none()
+                .then(|| (record.tenant.clone(), record.job_type.clone())),
+            worker: match &old {
+                Some(old) if old.worker == record.worker => None,
+                _ => Some(record.worker.clone()),
+            },
+            created_at: record.created_at,
+            activated_at: record.activated_at,
+            deadline: record.deadline,
+            finished_at: record.finished_at,
+        });
         if record.state.is_open() {
             self.index(&record);
             self.open.insert(record.id, record);
@@ -795,16 +811,19 @@ impl Writer {
         match result {
             Ok(()) => {
                 // Before anyone hears of the changes, so listings show what was acknowledged.
-                let mut counts: HashMap<(&str, &str, Transition), u64> = HashMap::new();
+                let mut counts: HashMap<(Arc<str>, Arc<str>, Transition), u64> = HashMap::new();
                 let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
                 for (id, instance, element) in &processes {
                     index.put_process(*id, instance, element);
                 }
                 for change in &changes {
-                    let before = index.put(change);
-                    if let Some(transition) = transition(before, change, &timed_out) {
+                    let Some(placed) = index.put(change) else {
+                        tracing::error!(job = change.id, "index change for an unknown job");
+                        continue;
+                    };
+                    if let Some(transition) = transition(placed.before, change, &timed_out) {
                         *counts
-                            .entry((&change.job_type, &change.tenant, transition))
+                            .entry((placed.job_type, placed.tenant, transition))
                             .or_default() += 1;
                     }
                 }
