@@ -281,14 +281,16 @@ impl JobStore for SledStore {
     }
 
     fn list(&self, query: &ListQuery) -> Result<ListPage, StoreError> {
-        let page = self.read_index()?.list(query);
+        // The records are read under the index lock, so they are the ones the index counted.
+        let index = self.read_index()?;
+        let page = index.list(query);
         let mut jobs = Vec::with_capacity(page.ids.len());
         for id in page.ids {
-            // A job listed is stored: the index follows the applied batches.
             if let Some(job) = self.get(id)? {
                 jobs.push(job);
             }
         }
+        drop(index);
         Ok(ListPage {
             jobs,
             total: page.counts.total(),

@@ -803,6 +803,9 @@ impl Writer {
         }
         let batch = std::mem::take(&mut self.batch);
         self.writes = 0;
+        // The index is locked across the write, so a listing (which reads the index and then
+        // the records under the same lock) sees the batch in both or in neither.
+        let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
         let result = self.tree.apply_batch(batch);
         self.closed_in_group.clear();
         let changes = std::mem::take(&mut self.index_changes);
@@ -812,7 +815,6 @@ impl Writer {
             Ok(()) => {
                 // Before anyone hears of the changes, so listings show what was acknowledged.
                 let mut counts: HashMap<(Arc<str>, Arc<str>, Transition), u64> = HashMap::new();
-                let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
                 for (id, instance, element) in &processes {
                     index.put_process(*id, instance, element);
                 }
@@ -835,6 +837,7 @@ impl Writer {
                 }
             }
             Err(error) => {
+                drop(index);
                 let error = codec::io(error);
                 tracing::error!(%error, "job store write failed; refusing further changes");
                 if let Ok(mut poison) = self.poison.lock() {
