@@ -420,16 +420,28 @@ async fn a_removed_trigger_stops_and_keeps_its_jobs() {
 
 #[tokio::test]
 async fn idle_triggers_do_not_wake_the_scheduler() {
-    let (server, _clock) = server_on_manual_clock().await;
+    // On the wall clock: a scheduler that polled would wake while it waits here.
+    let server = TestServer::start().await;
     for n in 0..50 {
         add_trigger(
             &server,
-            json!({"name": format!("idle-{n}"), "type": "idle", "cron": "0 * * * *"}),
+            json!({"name": format!("idle-{n}"), "type": "idle", "cron": "0 0 1 1 *"}),
         )
         .await;
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
     let stats = server.running().scheduler_stats();
+    let wakeups = || stats.wakeups.load(std::sync::atomic::Ordering::Relaxed);
+    // Every creation woke it once, to index the trigger.
+    for _ in 0..250 {
+        if wakeups() >= 50 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let settled = wakeups();
+    assert_eq!(settled, 50);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(wakeups(), settled, "the scheduler woke with nothing due");
     assert_eq!(stats.rounds.load(std::sync::atomic::Ordering::Relaxed), 0);
 }
 

@@ -40,6 +40,8 @@ pub type TriggerChanges = mpsc::UnboundedSender<TriggerChange>;
 /// Counts kept for tests and metrics.
 #[derive(Debug, Default)]
 pub struct SchedulerStats {
+    /// Times the scheduler woke, for any reason (a due fire or a trigger change).
+    pub wakeups: AtomicU64,
     /// Times the scheduler woke because a fire was due.
     pub rounds: AtomicU64,
     /// Jobs created by fires.
@@ -88,12 +90,16 @@ impl TriggerScheduler {
             tokio::select! {
                 biased;
                 () = stopped(&mut stopping) => return,
-                change = self.changes.recv() => match change {
-                    Some(TriggerChange::Stored(trigger)) => self.index.put(&trigger),
-                    Some(TriggerChange::Removed(id)) => self.index.remove(id),
-                    None => return,
-                },
+                change = self.changes.recv() => {
+                    self.stats.wakeups.fetch_add(1, Ordering::Relaxed);
+                    match change {
+                        Some(TriggerChange::Stored(trigger)) => self.index.put(&trigger),
+                        Some(TriggerChange::Removed(id)) => self.index.remove(id),
+                        None => return,
+                    }
+                }
                 () = due => {
+                    self.stats.wakeups.fetch_add(1, Ordering::Relaxed);
                     self.stats.rounds.fetch_add(1, Ordering::Relaxed);
                     if let Err(error) = self.fire_due().await {
                         if error == StoreError::Closed {
