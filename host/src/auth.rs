@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 
 use crate::job::limits::valid_tenant_id;
 use crate::job::{TenantScope, now_ms};
+use crate::rate_limit::{RateBucket, RateLimit};
 use crate::store::{ApiKeyRecord, JobStore, StoreError};
 
 /// Everything, on every tenant.
@@ -25,8 +26,10 @@ pub const HANDLERS: &str = "handlers";
 pub const TRIGGERS: &str = "triggers";
 /// Create, list and revoke API keys.
 pub const KEYS: &str = "keys";
+/// Read the audit trail.
+pub const AUDIT: &str = "audit";
 /// The permissions a key may carry. `job` is accepted as another name of `jobs`.
-pub const PERMISSIONS: [&str; 5] = [ALL, JOBS, HANDLERS, TRIGGERS, KEYS];
+pub const PERMISSIONS: [&str; 6] = [ALL, JOBS, HANDLERS, TRIGGERS, KEYS, AUDIT];
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum AuthError {
@@ -40,6 +43,8 @@ pub enum AuthError {
     TenantNotGranted(String),
     #[error("{0}")]
     InvalidRequest(String),
+    #[error("this API key is over its rate limit; retry in {} ms", retry_after.as_millis().max(1))]
+    RateLimited { retry_after: std::time::Duration },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -80,6 +85,17 @@ impl Principal {
             Err(AuthError::TenantNotGranted(tenant.to_string()))
         }
     }
+
+    /// Whether this caller holds every tenant and every permission of `key`: only then may it
+    /// see or revoke the key, since it could have created it.
+    pub fn covers(&self, key: &ApiKeyRecord) -> bool {
+        let tenants_covered = match (&self.tenants, &key.tenants) {
+            (TenantScope::All, _) => true,
+            (TenantScope::Only(_), None) => false,
+            (TenantScope::Only(mine), Some(theirs)) => theirs.iter().all(|t| mine.contains(t)),
+        };
+        tenants_covered && key.permissions.iter().all(|p| self.has(p))
+    }
 }
 
 /// A request for a new key.
@@ -89,6 +105,8 @@ pub struct NewKey {
     pub permissions: Vec<String>,
     /// Empty: every tenant.
     pub tenants: Vec<String>,
+    /// `None`: the server's default (or, for a rate-limited creator, the creator's limit).
+    pub rate_limit: Option<RateLimit>,
 }
 
 /// A key as listed: never its secret.
@@ -100,24 +118,51 @@ pub struct KeyInfo {
     /// `None`: every tenant.
     pub tenants: Option<Vec<String>>,
     pub created_at: i64,
+    /// The limit in force; `None`: unlimited.
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A stored key with the bucket that limits its rate.
+struct KnownKey {
+    record: ApiKeyRecord,
+    limit: Option<RateLimit>,
+    bucket: Option<RateBucket>,
+}
+
+impl KnownKey {
+    fn new(record: ApiKeyRecord, default_limit: Option<RateLimit>) -> KnownKey {
+        let limit = record.rate_limit.or(default_limit);
+        KnownKey {
+            record,
+            limit,
+            bucket: limit.map(RateBucket::new),
+        }
+    }
 }
 
 pub struct Auth {
     store: Arc<dyn JobStore>,
     admin_sha256: Option<[u8; 32]>,
-    keys: RwLock<HashMap<String, ApiKeyRecord>>,
+    /// The limit of keys created without one; the admin key is never limited.
+    default_limit: Option<RateLimit>,
+    keys: RwLock<HashMap<String, KnownKey>>,
 }
 
 impl Auth {
-    pub fn load(store: Arc<dyn JobStore>, admin_key: Option<&str>) -> Result<Auth, AuthError> {
+    pub fn load(
+        store: Arc<dyn JobStore>,
+        admin_key: Option<&str>,
+        default_limit: Option<RateLimit>,
+    ) -> Result<Auth, AuthError> {
         let keys = store
             .api_keys()?
             .into_iter()
-            .map(|key| (key.id.clone(), key))
+            .map(|key| (key.id.clone(), KnownKey::new(key, default_limit)))
             .collect();
         Ok(Auth {
             store,
             admin_sha256: admin_key.filter(|k| !k.is_empty()).map(sha256),
+            default_limit,
             keys: RwLock::new(keys),
         })
     }
@@ -136,9 +181,15 @@ impl Auth {
         }
         let id = parse_key_id(presented).ok_or(AuthError::UnknownKey)?;
         let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
-        let record = keys.get(id).ok_or(AuthError::UnknownKey)?;
+        let known = keys.get(id).ok_or(AuthError::UnknownKey)?;
+        let record = &known.record;
         if !constant_time_eq(&record.secret_sha256, &digest) {
             return Err(AuthError::UnknownKey);
+        }
+        if let Some(bucket) = &known.bucket {
+            bucket
+                .admit()
+                .map_err(|retry_after| AuthError::RateLimited { retry_after })?;
         }
         Ok(Principal {
             key_id: record.id.clone(),
@@ -201,6 +252,7 @@ impl Auth {
             let unique: BTreeSet<_> = request.tenants.iter().cloned().collect();
             Some(unique.into_iter().collect())
         };
+        let rate_limit = self.rate_limit_for(creator, request.rate_limit)?;
         let mut rng = rand::rng();
         let id = hex::encode(rng.random::<[u8; 8]>());
         let secret = hex::encode(rng.random::<[u8; 24]>());
@@ -212,45 +264,87 @@ impl Auth {
             permissions: permissions.into_iter().collect(),
             tenants,
             created_at: now_ms(),
+            rate_limit,
         };
         self.store.put_api_key(&record)?;
-        let info = info(&record);
+        let known = KnownKey::new(record, self.default_limit);
+        let info = info(&known);
         self.keys
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(id, record);
+            .insert(id, known);
         Ok((info, key))
     }
 
+    /// The limit a new key is stored with: what was asked, no more than its creator's own.
+    fn rate_limit_for(
+        &self,
+        creator: &Principal,
+        asked: Option<RateLimit>,
+    ) -> Result<Option<RateLimit>, AuthError> {
+        if let Some(asked) = asked {
+            RateLimit::checked(asked.per_second, asked.burst).map_err(AuthError::InvalidRequest)?;
+        }
+        let creators = self
+            .keys
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&creator.key_id)
+            .and_then(|known| known.limit);
+        match (asked, creators) {
+            (Some(asked), Some(own)) if !asked.within(&own) => {
+                Err(AuthError::InvalidRequest(format!(
+                    "rate limit {}/s with burst {} exceeds this API key's own ({}/s with burst {})",
+                    asked.per_second, asked.burst, own.per_second, own.burst
+                )))
+            }
+            (Some(asked), _) => Ok(Some(asked)),
+            // A limited creator cannot mint an unlimited key.
+            (None, own) => Ok(own.filter(|own| {
+                self.default_limit
+                    .is_none_or(|default| !default.within(own))
+            })),
+        }
+    }
+
+    /// The keys the caller covers (see [`Principal::covers`]): never another tenant's.
     pub fn list_keys(&self, caller: &Principal) -> Result<Vec<KeyInfo>, AuthError> {
         caller.require(KEYS)?;
         let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
-        let mut listed: Vec<_> = keys.values().map(info).collect();
+        let mut listed: Vec<_> = keys
+            .values()
+            .filter(|key| caller.covers(&key.record))
+            .map(info)
+            .collect();
         listed.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
         Ok(listed)
     }
 
-    /// Revokes a key at once; false if there was no such key.
-    pub fn revoke_key(&self, caller: &Principal, id: &str) -> Result<bool, AuthError> {
+    /// Revokes a key at once and answers what it was; `None` if there is no such key the
+    /// caller covers (a key beyond the caller's reach is reported as absent, not forbidden, so
+    /// its existence is not disclosed).
+    pub fn revoke_key(&self, caller: &Principal, id: &str) -> Result<Option<KeyInfo>, AuthError> {
         caller.require(KEYS)?;
         let id = parse_key_id(id).unwrap_or(id);
         let mut keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
-        if !keys.contains_key(id) {
-            return Ok(false);
+        match keys.get(id) {
+            Some(key) if caller.covers(&key.record) => {}
+            _ => return Ok(None),
         }
         self.store.delete_api_key(id)?;
-        keys.remove(id);
-        Ok(true)
+        Ok(keys.remove(id).as_ref().map(info))
     }
 }
 
-fn info(record: &ApiKeyRecord) -> KeyInfo {
+fn info(known: &KnownKey) -> KeyInfo {
+    let record = &known.record;
     KeyInfo {
         id: record.id.clone(),
         name: record.name.clone(),
         permissions: record.permissions.clone(),
         tenants: record.tenants.clone(),
         created_at: record.created_at,
+        rate_limit: known.limit,
     }
 }
 

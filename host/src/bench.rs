@@ -3,6 +3,7 @@
 //! fresh sandbox; how late triggers fire, and what idle triggers cost. Prints a table; can write
 //! the numbers as JSON.
 
+pub mod hostile;
 pub mod listing;
 
 use std::sync::Arc;
@@ -41,6 +42,8 @@ pub struct BenchOptions {
     pub trigger_fires: usize,
     /// Idle triggers whose CPU cost is measured; 0 skips it.
     pub idle_triggers: usize,
+    /// The well-behaved tenant beside a hostile one.
+    pub hostile: hostile::HostileOptions,
 }
 
 #[derive(Debug, Serialize)]
@@ -68,6 +71,8 @@ pub struct BenchReport {
     /// were created and after.
     pub idle_cpu_percent: f64,
     pub idle_triggers_cpu_percent: f64,
+    /// A well-behaved tenant's job latency beside a hostile tenant.
+    pub hostile: hostile::HostileReport,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -135,10 +140,13 @@ pub async fn run(options: BenchOptions) -> Result<BenchReport, BenchError> {
         idle_triggers: options.idle_triggers,
         idle_cpu_percent,
         idle_triggers_cpu_percent,
+        hostile: hostile::HostileReport::default(),
     };
     server.shutdown().await?;
     let _ = std::fs::remove_dir_all(&dir);
-    Ok(report)
+    // On servers of their own, so the hostile tenant's leftovers disturb nothing else.
+    let hostile = hostile::run(&options.hostile).await?;
+    Ok(BenchReport { hostile, ..report })
 }
 
 async fn throughput(client: &Client, options: &BenchOptions) -> Result<(f64, f64), BenchError> {
@@ -461,7 +469,12 @@ impl BenchReport {
              sandbox per attempt p50 / p99  {:.1} / {:.1} us\n\
              trigger fire late p50 / max    {:.0} / {:.0} ms\n\
              idle CPU, no triggers          {:.2} % of a core\n\
-             idle CPU, {} triggers       {:.2} % of a core",
+             idle CPU, {} triggers       {:.2} % of a core\n\
+             beside a hostile tenant (created->completed, ms, p50 / p99):\n\
+             \x20 {} CPU lanes: alone          {:.0} / {:.0}\n\
+             \x20 {} CPU lanes: beside hostile {:.0} / {:.0} ({} hostile attempts ended meanwhile)\n\
+             \x20 no lanes: alone              {:.0} / {:.0}\n\
+             \x20 no lanes: beside hostile     {:.0} / {:.0} ({} hostile attempts ended meanwhile)",
             self.jobs,
             self.creators,
             self.workers,
@@ -478,7 +491,19 @@ impl BenchReport {
             self.trigger_late_max_ms,
             self.idle_cpu_percent,
             self.idle_triggers,
-            self.idle_triggers_cpu_percent
+            self.idle_triggers_cpu_percent,
+            self.hostile.cpu_lanes,
+            self.hostile.with_lanes.alone_p50_ms,
+            self.hostile.with_lanes.alone_p99_ms,
+            self.hostile.cpu_lanes,
+            self.hostile.with_lanes.beside_hostile_p50_ms,
+            self.hostile.with_lanes.beside_hostile_p99_ms,
+            self.hostile.with_lanes.hostile_attempts_ended,
+            self.hostile.without_lanes.alone_p50_ms,
+            self.hostile.without_lanes.alone_p99_ms,
+            self.hostile.without_lanes.beside_hostile_p50_ms,
+            self.hostile.without_lanes.beside_hostile_p99_ms,
+            self.hostile.without_lanes.hostile_attempts_ended,
         )
     }
 }

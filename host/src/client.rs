@@ -26,10 +26,15 @@ pub struct RestClient {
 
 impl RestClient {
     pub fn new(server: &str, api_key: Option<String>) -> RestClient {
+        RestClient::with_http(server, api_key, reqwest::Client::new())
+    }
+
+    /// A client over `http`, e.g. one that trusts a private CA ([`crate::tls::http_client`]).
+    pub fn with_http(server: &str, api_key: Option<String>, http: reqwest::Client) -> RestClient {
         RestClient {
             server: server.trim_end_matches('/').to_string(),
             api_key,
-            http: reqwest::Client::new(),
+            http,
         }
     }
 
@@ -57,15 +62,36 @@ impl RestClient {
         self.send(request).await
     }
 
-    async fn send(&self, mut request: reqwest::RequestBuilder) -> Result<Value, ClientError> {
-        if let Some(key) = &self.api_key {
-            request = request.header("x-api-key", key);
-        }
+    /// GETs a binary answer (a backup), to be read as it arrives; a refusal is an error.
+    pub async fn download(&self, path: &str) -> Result<reqwest::Response, ClientError> {
         let unreachable = |source| ClientError::Unreachable {
             server: self.server.clone(),
             source,
         };
-        let response = request.send().await.map_err(unreachable)?;
+        let request = self.http.get(format!("{}{path}", self.server));
+        let response = self.authorized(request).send().await.map_err(unreachable)?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        let answer: Value = serde_json::from_str(&text).unwrap_or_default();
+        Err(refusal(status, &text, &answer))
+    }
+
+    fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.api_key {
+            Some(key) => request.header("x-api-key", key),
+            None => request,
+        }
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<Value, ClientError> {
+        let unreachable = |source| ClientError::Unreachable {
+            server: self.server.clone(),
+            source,
+        };
+        let response = self.authorized(request).send().await.map_err(unreachable)?;
         let status = response.status().as_u16();
         let text = response.text().await.map_err(unreachable)?;
         let answer: Value = serde_json::from_str(&text).map_err(|_| ClientError::Unexpected {
@@ -75,15 +101,20 @@ impl RestClient {
         if answer["success"] == Value::Bool(true) {
             return Ok(answer["data"].clone());
         }
-        match answer.get("error") {
-            Some(error) => Err(ClientError::Refused {
-                code: error["code"].as_str().unwrap_or("ERROR").to_string(),
-                message: error["message"].as_str().unwrap_or_default().to_string(),
-            }),
-            None => Err(ClientError::Unexpected {
-                status,
-                body: text.chars().take(500).collect(),
-            }),
-        }
+        Err(refusal(status, &text, &answer))
+    }
+}
+
+/// The error of an answer that is not a success: the server's own, if it sent one.
+fn refusal(status: u16, text: &str, answer: &Value) -> ClientError {
+    match answer.get("error") {
+        Some(error) => ClientError::Refused {
+            code: error["code"].as_str().unwrap_or("ERROR").to_string(),
+            message: error["message"].as_str().unwrap_or_default().to_string(),
+        },
+        None => ClientError::Unexpected {
+            status,
+            body: text.chars().take(500).collect(),
+        },
     }
 }

@@ -19,29 +19,48 @@
 //!   [`tasks::scheduler`] fires triggers when they are due.
 //! - [`examples`]: the example handlers, embedded for `serve --examples`.
 //! - [`auth`]: API keys, permissions and tenants.
+//! - [`audit`]: the audit trail of administrative acts, and who may read which entries.
+//! - [`rate_limit`]: request rates per API key, enforced without a lock.
+//! - [`quota`]: what one tenant or key may hold at once (long polls, attempts, uploads,
+//!   handlers, triggers).
 //! - [`api`]: gRPC (`atom.jobs.v1.JobsService`, health, reflection) and REST adapters; the REST
 //!   answers as types ([`api::views`], also the OpenAPI document) and the embedded dashboard.
 //! - [`metrics`]: Prometheus metrics, counted where things happen and read at scrape time.
 //! - [`server`]: wires it all together and runs it until shutdown.
 //! - [`bench`]: `jobhost bench` (end-to-end throughput, wake-up latency, trigger timing) and
 //!   `jobhost bench-listing` (listings and statistics over a million jobs).
+//! - [`chaos`]: `jobhost chaos`, clients against a server process killed at random moments,
+//!   and the check that nothing acknowledged was lost, changed or done twice.
 //! - [`client`]: the REST client behind the command line.
+//! - [`backup`]: snapshot files of the whole store: `jobhost backup` fetches one from a
+//!   running server, `jobhost restore` writes one into a new data directory.
+//! - [`tls`]: TLS for both listeners (certificate and key from PEM files) and the command
+//!   line's trust of a private CA.
+//! - `fuzz` (tests only): fuzz targets for everything that parses callers' input.
 
 pub mod api;
+pub mod audit;
 pub mod auth;
+pub mod backup;
 pub mod bench;
+pub mod chaos;
 pub mod client;
 pub mod clock;
 pub mod examples;
+#[cfg(test)]
+mod fuzz;
 pub mod handler;
 pub mod job;
 pub mod metrics;
+pub mod quota;
+pub mod rate_limit;
 pub mod registry;
 pub mod runtime;
 pub mod server;
 pub mod service;
 pub mod store;
 pub mod tasks;
+pub mod tls;
 pub mod trigger;
 
 pub use server::{Config, RunningServer, ServerError, start};

@@ -9,6 +9,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use jobhost::client::RestClient;
+use jobhost::quota::Quotas;
 
 #[derive(Parser)]
 #[command(
@@ -36,6 +37,8 @@ enum Command {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// Kill a local server at random moments under load, then check what it acknowledged.
+    Chaos(ChaosArgs),
     /// Create, read and change jobs on a running server.
     Jobs {
         #[command(flatten)]
@@ -64,6 +67,74 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Read the audit trail of administrative acts, newest first.
+    Audit {
+        #[command(flatten)]
+        connection: Connection,
+        #[command(flatten)]
+        filter: AuditFilter,
+    },
+    /// Write a consistent snapshot of a running server's store into a directory.
+    Backup {
+        #[command(flatten)]
+        connection: Connection,
+        /// The directory to write jobhost.snapshot into (created if missing).
+        #[arg(long)]
+        to: PathBuf,
+        /// Include the compiled-code cache, so the restored server compiles nothing.
+        #[arg(long)]
+        with_compiled: bool,
+    },
+    /// Restore a snapshot into a new data directory, with no server running on it.
+    Restore {
+        /// The directory `jobhost backup` wrote into, or the snapshot file.
+        #[arg(long)]
+        from: PathBuf,
+        #[arg(long, env = "JOBHOST_DATA_DIR")]
+        data_dir: PathBuf,
+        /// Replace the store the data directory holds.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Args)]
+struct AuditFilter {
+    /// Only acts touching this tenant.
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Only this action, e.g. key.revoked or handler.deployed.
+    #[arg(long)]
+    action: Option<String>,
+    /// Entries per page (1-500).
+    #[arg(long, default_value_t = 50)]
+    limit: u32,
+    /// Only entries older than this id (a previous page's next_before).
+    #[arg(long)]
+    before: Option<u64>,
+}
+
+/// Prints the audit trail as JSON lines, one act a line, and where the next page starts.
+async fn audit(client: RestClient, filter: AuditFilter) -> anyhow::Result<()> {
+    let mut query = vec![format!("limit={}", filter.limit)];
+    if let Some(tenant) = &filter.tenant {
+        query.push(format!("tenant_id={tenant}"));
+    }
+    if let Some(action) = &filter.action {
+        query.push(format!("action={action}"));
+    }
+    if let Some(before) = filter.before {
+        query.push(format!("before={before}"));
+    }
+    let path = format!("/api/v1/audit?{}", query.join("&"));
+    let page = client.call(Method::GET, &path, None).await?;
+    for entry in page["entries"].as_array().into_iter().flatten() {
+        println!("{entry}");
+    }
+    if let Some(next) = page["next_before"].as_u64() {
+        eprintln!("older entries: --before {next}");
+    }
+    Ok(())
 }
 
 #[derive(Args)]
@@ -83,15 +154,71 @@ struct ServeArgs {
     /// Deploy the example handlers (echo, flaky, fanout) into the default tenant.
     #[arg(long)]
     examples: bool,
+    /// Serve gRPC and HTTP over TLS with this PEM certificate chain (with --tls-key).
+    #[arg(long, env = "JOBHOST_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "JOBHOST_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Wasm attempts running at once.
     #[arg(long, default_value_t = 64)]
     max_attempts: usize,
-    /// Wasm attempts running at once for one tenant.
-    #[arg(long, default_value_t = 32)]
-    max_attempts_per_tenant: usize,
+    /// Wasm attempts running guest code at once, tenants taking turns every 5 ms (default:
+    /// the number of cores; 0: attempts share the cores without turns).
+    #[arg(long)]
+    cpu_lanes: Option<usize>,
     /// How long running Wasm attempts may finish after SIGTERM before they are interrupted.
     #[arg(long, default_value_t = 10_000)]
     shutdown_grace_ms: u64,
+    #[command(flatten)]
+    quotas: QuotaArgs,
+    /// Requests per second of a key created without a rate of its own (with
+    /// --rate-burst); default: unlimited. The admin key is never limited.
+    #[arg(long, requires = "rate_burst")]
+    rate_limit: Option<u32>,
+    /// Requests such a key may make at once, above its rate.
+    #[arg(long, requires = "rate_limit")]
+    rate_burst: Option<u32>,
+}
+
+/// What one tenant or key may hold at once; see `whoami`.
+#[derive(Args)]
+struct QuotaArgs {
+    /// Long polls (waiting ActivateJobs calls) at once on the server.
+    #[arg(long, default_value_t = Quotas::default().waiting_activations)]
+    max_waiting: usize,
+    /// Long polls waiting at once that may take jobs of one tenant.
+    #[arg(long, default_value_t = Quotas::default().waiting_activations_per_tenant)]
+    max_waiting_per_tenant: usize,
+    /// Long polls waiting at once with one API key.
+    #[arg(long, default_value_t = Quotas::default().waiting_activations_per_key)]
+    max_waiting_per_key: usize,
+    /// Wasm attempts running at once for one tenant.
+    #[arg(long, default_value_t = Quotas::default().attempts_per_tenant)]
+    max_attempts_per_tenant: usize,
+    /// Handler uploads validated and compiled at once for one tenant.
+    #[arg(long, default_value_t = Quotas::default().uploads_per_tenant)]
+    max_uploads_per_tenant: usize,
+    /// Handlers one tenant may have deployed.
+    #[arg(long, default_value_t = Quotas::default().handlers_per_tenant)]
+    max_handlers_per_tenant: usize,
+    /// Triggers one tenant may have.
+    #[arg(long, default_value_t = Quotas::default().triggers_per_tenant)]
+    max_triggers_per_tenant: usize,
+}
+
+impl QuotaArgs {
+    fn quotas(&self) -> Quotas {
+        Quotas {
+            waiting_activations: self.max_waiting,
+            waiting_activations_per_tenant: self.max_waiting_per_tenant,
+            waiting_activations_per_key: self.max_waiting_per_key,
+            attempts_per_tenant: self.max_attempts_per_tenant.max(1),
+            uploads_per_tenant: self.max_uploads_per_tenant.max(1),
+            handlers_per_tenant: self.max_handlers_per_tenant,
+            triggers_per_tenant: self.max_triggers_per_tenant,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -123,7 +250,45 @@ struct BenchArgs {
     /// Idle triggers whose CPU cost is measured (0 skips it).
     #[arg(long, default_value_t = 10_000)]
     idle_triggers: usize,
+    /// Jobs a well-behaved tenant creates, alone and beside a hostile tenant (0 skips it).
+    #[arg(long, default_value_t = 200)]
+    hostile_good_jobs: usize,
+    /// Jobs in the hostile tenant's backlog (loops, memory bombs, traps, output floods).
+    #[arg(long, default_value_t = 2_000)]
+    hostile_backlog: usize,
     /// Also write the results as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ChaosArgs {
+    /// Start, traffic and SIGKILL this many times before the final check.
+    #[arg(long, default_value_t = 10)]
+    cycles: usize,
+    /// Seed of the kill moments (default: random; the report prints it).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// The server's data, kept across restarts (default: a new temporary directory, removed
+    /// after a clean run).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Shortest traffic before a kill.
+    #[arg(long, default_value_t = 200)]
+    min_run_ms: u64,
+    /// Longest traffic before a kill.
+    #[arg(long, default_value_t = 3_000)]
+    max_run_ms: u64,
+    /// Concurrent CreateJob callers.
+    #[arg(long, default_value_t = 3)]
+    creators: usize,
+    /// Concurrent external workers.
+    #[arg(long, default_value_t = 3)]
+    workers: usize,
+    /// The jobhost binary to run as the server (default: this one).
+    #[arg(long)]
+    server_bin: Option<PathBuf>,
+    /// Also write the tally as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
 }
@@ -141,6 +306,9 @@ struct Connection {
     /// API key to call with.
     #[arg(long, global = true, env = "JOBHOST_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
+    /// Trust the PEM certificates in this file for an https:// server (a private CA).
+    #[arg(long, global = true, env = "JOBHOST_CA_CERT")]
+    ca_cert: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -307,7 +475,7 @@ enum TriggersCommand {
 enum KeysCommand {
     /// Create a key; prints the key alone on the last line.
     Create {
-        /// jobs, handlers, triggers, keys or * (repeatable).
+        /// jobs, handlers, triggers, keys, audit or * (repeatable).
         #[arg(long = "permissions", alias = "permission", required = true)]
         permissions: Vec<String>,
         /// A tenant the key may act on (repeatable); none means every tenant.
@@ -315,6 +483,12 @@ enum KeysCommand {
         tenants: Vec<String>,
         #[arg(long, default_value = "")]
         name: String,
+        /// Requests per second the key may make (with --burst); default: the server's.
+        #[arg(long, requires = "burst")]
+        rate: Option<u32>,
+        /// Requests the key may make at once, above its rate.
+        #[arg(long, requires = "rate")]
+        burst: Option<u32>,
     },
     /// List keys (never their secrets).
     List,
@@ -327,6 +501,7 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve(args) => serve(args).await,
         Command::Bench(args) => bench(args).await,
+        Command::Chaos(args) => chaos(args).await,
         Command::BenchListing { jobs, json } => {
             let report = jobhost::bench::listing::run(jobs.max(100)).await?;
             println!("{}", report.table());
@@ -339,19 +514,42 @@ async fn main() -> anyhow::Result<()> {
         Command::Jobs {
             connection,
             command,
-        } => jobs(client(&connection), command).await,
+        } => jobs(client(&connection)?, command).await,
         Command::Keys {
             connection,
             command,
-        } => keys(client(&connection), command).await,
+        } => keys(client(&connection)?, command).await,
+        Command::Audit { connection, filter } => audit(client(&connection)?, filter).await,
+        Command::Backup {
+            connection,
+            to,
+            with_compiled,
+        } => {
+            let contents = jobhost::backup::download(&client(&connection)?, &to, with_compiled)
+                .await
+                .context("backup failed")?;
+            println!("{} written to {}", contents.describe(), to.display());
+            Ok(())
+        }
+        Command::Restore {
+            from,
+            data_dir,
+            force,
+        } => {
+            let contents =
+                jobhost::backup::restore(&from, &data_dir, force).context("restore failed")?;
+            let into = data_dir.display();
+            println!("{} restored into {into}", contents.describe());
+            Ok(())
+        }
         Command::Handlers {
             connection,
             command,
-        } => handlers(client(&connection), command).await,
+        } => handlers(client(&connection)?, command).await,
         Command::Triggers {
             connection,
             command,
-        } => triggers(client(&connection), command).await,
+        } => triggers(client(&connection)?, command).await,
     }
 }
 
@@ -369,8 +567,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.http_addr = args.http_addr;
     config.admin_key = std::env::var("JOBHOST_ADMIN_KEY").ok();
     config.deploy_examples = args.examples;
+    config.tls = args
+        .tls_cert
+        .zip(args.tls_key)
+        .map(|(cert, key)| jobhost::tls::TlsFiles { cert, key });
     config.max_attempts = args.max_attempts.max(1);
-    config.max_attempts_per_tenant = args.max_attempts_per_tenant.max(1);
+    if let Some(lanes) = args.cpu_lanes {
+        config.cpu_lanes = lanes;
+    }
+    config.quotas = args.quotas.quotas();
+    if let (Some(rate), Some(burst)) = (args.rate_limit, args.rate_burst) {
+        config.default_rate_limit =
+            Some(jobhost::rate_limit::RateLimit::checked(rate, burst).map_err(anyhow::Error::msg)?);
+    }
     config.shutdown_grace = std::time::Duration::from_millis(args.shutdown_grace_ms);
     if config.admin_key.as_deref().is_none_or(str::is_empty) {
         tracing::warn!("JOBHOST_ADMIN_KEY is not set: only keys created earlier can call");
@@ -396,12 +605,54 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         sandbox_samples: args.sandbox_samples,
         trigger_fires: args.trigger_fires,
         idle_triggers: args.idle_triggers,
+        hostile: jobhost::bench::hostile::HostileOptions {
+            good_jobs: args.hostile_good_jobs,
+            good_interval: std::time::Duration::from_millis(10),
+            backlog: args.hostile_backlog,
+            hostile_timeout_ms: 200,
+        },
     };
     let report = jobhost::bench::run(options).await?;
     println!("{}", report.table());
     if let Some(path) = args.json {
         std::fs::write(&path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+async fn chaos(args: ChaosArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let server_bin = match args.server_bin {
+        Some(path) => path,
+        None => std::env::current_exe().context("locating the jobhost binary")?,
+    };
+    let temporary = args.data_dir.is_none();
+    let data_dir = args.data_dir.unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("jobhost-chaos-{}", std::process::id()))
+    });
+    let mut options = jobhost::chaos::ChaosOptions::new(server_bin, data_dir.clone());
+    options.cycles = args.cycles;
+    options.seed = args.seed.unwrap_or_else(rand::random);
+    options.min_run = std::time::Duration::from_millis(args.min_run_ms);
+    options.max_run = std::time::Duration::from_millis(args.max_run_ms.max(args.min_run_ms));
+    options.creators = args.creators;
+    options.workers = args.workers.max(1);
+    let report = jobhost::chaos::run(&options).await?;
+    println!("{}", report.table());
+    if let Some(path) = args.json {
+        std::fs::write(&path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    report.check()?;
+    if temporary {
+        let _ = std::fs::remove_dir_all(&data_dir);
     }
     Ok(())
 }
@@ -422,8 +673,13 @@ async fn shutdown_signal() {
     let _ = interrupt.await;
 }
 
-fn client(connection: &Connection) -> RestClient {
-    RestClient::new(&connection.server, connection.api_key.clone())
+fn client(connection: &Connection) -> anyhow::Result<RestClient> {
+    let http = jobhost::tls::http_client(connection.ca_cert.as_deref())?;
+    Ok(RestClient::with_http(
+        &connection.server,
+        connection.api_key.clone(),
+        http,
+    ))
 }
 
 fn print(value: &Value) -> anyhow::Result<()> {
@@ -697,8 +953,13 @@ async fn keys(client: RestClient, command: KeysCommand) -> anyhow::Result<()> {
             permissions,
             tenants,
             name,
+            rate,
+            burst,
         } => {
-            let body = json!({ "permissions": permissions, "tenants": tenants, "name": name });
+            let mut body = json!({ "permissions": permissions, "tenants": tenants, "name": name });
+            if let (Some(rate), Some(burst)) = (rate, burst) {
+                body["rate_limit"] = json!({ "per_second": rate, "burst": burst });
+            }
             let data = client
                 .call(Method::POST, "/api/v1/keys", Some(body))
                 .await?;

@@ -13,7 +13,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::job::{JobState, TenantScope};
+use crate::job::JobState;
 
 /// The labels of a per-type, per-tenant metric.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -254,9 +254,4 @@ impl MetricsRegistry {
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
     }
-}
-
-/// Metrics span every tenant: only a key granted every tenant may read them.
-pub fn may_read(scope: &TenantScope) -> bool {
-    matches!(scope, TenantScope::All)
 }

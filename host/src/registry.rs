@@ -8,12 +8,14 @@ use std::sync::{Arc, RwLock};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
+use crate::audit::AuditAction;
 use crate::auth::{self, Principal};
 use crate::handler::{HandlerLimits, HandlerRecord, HandlerVersion, RetryPolicy};
 use crate::job::limits::{MAX_NAME_BYTES, valid_tenant_id};
-use crate::job::now_ms;
+use crate::job::{TenantScope, now_ms};
+use crate::quota::{Holdings, Quotas};
 use crate::runtime::{CompiledHandler, Runtime};
-use crate::service::{DEFAULT_TENANT, ServiceError};
+use crate::service::{DEFAULT_TENANT, ServiceError, record_act};
 use crate::store::JobStore;
 
 /// What the server allows a handler to ask for.
@@ -74,6 +76,9 @@ pub struct HandlerRegistry {
     handlers: RwLock<BTreeMap<String, Arc<LoadedHandler>>>,
     changes: watch::Sender<u64>,
     deploying: tokio::sync::Mutex<()>,
+    /// Uploads being validated and compiled now, bounded per tenant.
+    uploads: Arc<Holdings>,
+    handlers_per_tenant: usize,
 }
 
 fn invalid(message: impl Into<String>) -> ServiceError {
@@ -90,6 +95,7 @@ impl HandlerRegistry {
         store: Arc<dyn JobStore>,
         runtime: Arc<Runtime>,
         maxima: HandlerMaxima,
+        quotas: &Quotas,
     ) -> Result<HandlerRegistry, ServiceError> {
         let mut handlers = BTreeMap::new();
         for record in store.handlers()? {
@@ -129,11 +135,25 @@ impl HandlerRegistry {
             handlers: RwLock::new(handlers),
             changes: watch::channel(0).0,
             deploying: tokio::sync::Mutex::new(()),
+            // Compiling is the costly part of an upload: bound it per tenant, not per key,
+            // and server-wide by what the tenants may hold together.
+            uploads: Arc::new(Holdings::new(
+                "handler uploads in progress",
+                usize::MAX,
+                quotas.uploads_per_tenant,
+                usize::MAX,
+            )),
+            handlers_per_tenant: quotas.handlers_per_tenant,
         })
     }
 
     pub fn maxima(&self) -> &HandlerMaxima {
         &self.maxima
+    }
+
+    /// Where the compiled code of the handlers is cached, if anywhere (for backups).
+    pub fn compiled_cache_dir(&self) -> Option<&std::path::Path> {
+        self.runtime.cache_dir()
     }
 
     /// The version new attempts of a handler must use; `None` once it is removed.
@@ -178,6 +198,11 @@ impl HandlerRegistry {
         };
         caller.require_tenant(&tenant)?;
         let (limits, retry) = self.check_limits(&deployment)?;
+        let id = handler_id(&tenant, &job_type);
+        self.check_handler_quota(&tenant, &id)?;
+        let _upload = self
+            .uploads
+            .take(&caller.key_id, &TenantScope::only([tenant.as_str()]))?;
         let bytes = deployment.component;
         if bytes.is_empty() {
             return Err(invalid("the request body must be the component's bytes"));
@@ -199,7 +224,7 @@ impl HandlerRegistry {
             .map_err(|error| invalid(error.to_string()))?;
 
         let _one_at_a_time = self.deploying.lock().await;
-        let id = handler_id(&tenant, &job_type);
+        self.check_handler_quota(&tenant, &id)?;
         let now = now_ms();
         let mut record = match self.read().get(&id) {
             Some(existing) => existing.record.clone(),
@@ -222,6 +247,21 @@ impl HandlerRegistry {
         record.versions.push(version);
         self.store.put_component(&sha, &bytes)?;
         self.store.put_handler(&record)?;
+        let current = record.current();
+        record_act(
+            &self.store,
+            caller,
+            AuditAction::HandlerDeployed,
+            vec![record.tenant.clone()],
+            record.id.clone(),
+            format!(
+                "type {} version {} ({} bytes, sha256 {})",
+                record.job_type,
+                current.version,
+                current.component_bytes,
+                hex::encode(current.component_sha256)
+            ),
+        )?;
         let loaded = Arc::new(LoadedHandler {
             record,
             compiled: Arc::new(compiled),
@@ -232,6 +272,24 @@ impl HandlerRegistry {
             .insert(id, loaded.clone());
         self.announce();
         Ok(loaded)
+    }
+
+    /// A new job type needs room under the tenant's handler quota; a new version does not.
+    fn check_handler_quota(&self, tenant: &str, id: &str) -> Result<(), ServiceError> {
+        let handlers = self.read();
+        if handlers.contains_key(id) {
+            return Ok(());
+        }
+        let deployed = handlers
+            .values()
+            .filter(|h| h.record.tenant == tenant)
+            .count();
+        if deployed >= self.handlers_per_tenant {
+            return Err(ServiceError::ResourceExhausted(format!(
+                "tenant '{tenant}' has {deployed} handlers, its quota: remove one first"
+            )));
+        }
+        Ok(())
     }
 
     fn check_limits(&self, d: &Deployment) -> Result<(HandlerLimits, RetryPolicy), ServiceError> {
@@ -319,7 +377,7 @@ impl HandlerRegistry {
 
     /// Removes a handler: no new attempts start; running ones finish.
     pub async fn remove(&self, caller: &Principal, id: &str) -> Result<(), ServiceError> {
-        self.get(caller, id)?;
+        let handler = self.get(caller, id)?;
         let _one_at_a_time = self.deploying.lock().await;
         self.store.delete_handler(id)?;
         self.handlers
@@ -327,7 +385,14 @@ impl HandlerRegistry {
             .unwrap_or_else(|e| e.into_inner())
             .remove(id);
         self.announce();
-        Ok(())
+        record_act(
+            &self.store,
+            caller,
+            AuditAction::HandlerRemoved,
+            vec![handler.record.tenant.clone()],
+            id,
+            format!("type {}", handler.record.job_type),
+        )
     }
 }
 

@@ -22,12 +22,15 @@ use crate::clock::{Clock, SystemClock};
 use crate::job::limits::MAX_MESSAGE_BYTES;
 use crate::job::{JobState, TenantScope, now_ms};
 use crate::metrics::{Gauges, Metrics, MetricsRegistry};
+use crate::quota::Quotas;
+use crate::rate_limit::RateLimit;
 use crate::registry::{Deployment, HandlerMaxima, HandlerRegistry};
 use crate::runtime::{Runtime, RuntimeConfig, RuntimeError};
 use crate::service::{DEFAULT_TENANT, JobService, ServiceError, ServiceParts};
 use crate::store::{JobStore, SledStore, StoreError};
 use crate::tasks::executor::{Executor, ExecutorConfig, RunningAttempts};
 use crate::tasks::scheduler::{SchedulerStats, TriggerScheduler};
+use crate::tls::{ServerTls, TlsError, TlsFiles};
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -38,8 +41,12 @@ pub struct Config {
     pub admin_key: Option<String>,
     /// Wasm attempts running at once on this server.
     pub max_attempts: usize,
-    /// Wasm attempts running at once for one tenant.
-    pub max_attempts_per_tenant: usize,
+    /// Wasm attempts running guest code at once, tenants taking turns; 0: no turns.
+    pub cpu_lanes: usize,
+    /// What one tenant or key may hold at once.
+    pub quotas: Quotas,
+    /// The request rate of keys created without a limit of their own; `None`: unlimited.
+    pub default_rate_limit: Option<RateLimit>,
     /// How long running Wasm attempts may go on after shutdown begins.
     pub shutdown_grace: Duration,
     /// What a deployed handler may ask for.
@@ -48,6 +55,8 @@ pub struct Config {
     pub deploy_examples: bool,
     /// The time triggers fire by; tests use a [`crate::clock::ManualClock`].
     pub clock: Arc<dyn Clock>,
+    /// Serve both listeners over TLS with this certificate and key.
+    pub tls: Option<TlsFiles>,
 }
 
 impl Config {
@@ -59,11 +68,14 @@ impl Config {
             http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             admin_key: None,
             max_attempts: 64,
-            max_attempts_per_tenant: 32,
+            cpu_lanes: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            quotas: Quotas::default(),
+            default_rate_limit: None,
             shutdown_grace: Duration::from_secs(10),
             handler_maxima: HandlerMaxima::default(),
             deploy_examples: false,
             clock: Arc::new(SystemClock),
+            tls: None,
         }
     }
 }
@@ -74,6 +86,8 @@ pub enum ServerError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Auth(#[from] AuthError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -137,6 +151,8 @@ impl RunningServer {
 
 /// Opens the store and starts serving gRPC and HTTP.
 pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
+    // Bad TLS files fail before anything is opened.
+    let tls = config.tls.as_ref().map(ServerTls::load).transpose()?;
     std::fs::create_dir_all(&config.data_dir).map_err(|e| StoreError::Io(e.to_string()))?;
     let dir = config.data_dir.clone();
     let metrics = Arc::new(Metrics::default());
@@ -146,7 +162,11 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
             .await
             .map_err(|e| StoreError::Io(e.to_string()))??;
     let store: Arc<dyn JobStore> = Arc::new(store);
-    let auth = Arc::new(Auth::load(store.clone(), config.admin_key.as_deref())?);
+    let auth = Arc::new(Auth::load(
+        store.clone(),
+        config.admin_key.as_deref(),
+        config.default_rate_limit,
+    )?);
     let (stop, stopping) = watch::channel(false);
     let runtime: Arc<Runtime> = Arc::new(Runtime::new(RuntimeConfig {
         max_memory_mb: config.handler_maxima.memory_mb,
@@ -158,6 +178,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
             store.clone(),
             runtime.clone(),
             config.handler_maxima.clone(),
+            &config.quotas,
         )
         .await?,
     );
@@ -182,6 +203,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
             shutdown: stopping.clone(),
             clock: config.clock.clone(),
             trigger_changes,
+            quotas: config.quotas.clone(),
         },
     ));
     let executor = Arc::new(Executor::new(
@@ -191,7 +213,8 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         attempts,
         ExecutorConfig {
             max_attempts: config.max_attempts,
-            max_attempts_per_tenant: config.max_attempts_per_tenant,
+            max_attempts_per_tenant: config.quotas.attempts_per_tenant,
+            cpu_lanes: config.cpu_lanes,
             shutdown_grace: config.shutdown_grace,
             metrics: metrics.clone(),
         },
@@ -203,7 +226,12 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     let grpc_addr = local_addr(&grpc_listener, config.grpc_addr)?;
     let http_addr = local_addr(&http_listener, config.http_addr)?;
 
-    let grpc = tokio::spawn(serve_grpc(grpc_listener, service.clone(), stopping.clone()));
+    let grpc = tokio::spawn(serve_grpc(
+        grpc_listener,
+        service.clone(),
+        tls.clone(),
+        stopping.clone(),
+    ));
     let gauges = Arc::new(ServerGauges {
         store: store.clone(),
         service: service.clone(),
@@ -212,16 +240,26 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     });
     let metrics = Arc::new(MetricsRegistry::new(&metrics, gauges));
     let app = rest::router(service, registry, metrics);
+    let https = tls.is_some();
     let http = tokio::spawn(async move {
-        let listener = http_listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        axum::serve(listener, app)
-            .with_graceful_shutdown(stopped(stopping))
-            .await
-            .map_err(|e| ServerError::Http(e.to_string()))
+        let served = match tls {
+            Some(tls) => {
+                axum::serve(tls.listener(http_listener), app)
+                    .with_graceful_shutdown(stopped(stopping))
+                    .await
+            }
+            None => {
+                let listener = http_listener.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stopped(stopping))
+                    .await
+            }
+        };
+        served.map_err(|e| ServerError::Http(e.to_string()))
     });
-    tracing::info!(%grpc_addr, %http_addr, data_dir = %config.data_dir.display(), "jobhost is serving");
+    tracing::info!(%grpc_addr, %http_addr, tls = https, data_dir = %config.data_dir.display(), "jobhost is serving");
     Ok(RunningServer {
         grpc_addr,
         http_addr,
@@ -309,6 +347,7 @@ async fn deploy_examples(registry: &HandlerRegistry) -> Result<(), ServerError> 
 async fn serve_grpc(
     listener: TcpListener,
     service: Arc<JobService>,
+    tls: Option<ServerTls>,
     stopping: watch::Receiver<bool>,
 ) -> Result<(), ServerError> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -323,7 +362,13 @@ async fn serve_grpc(
     let jobs = pb::jobs_service_server::JobsServiceServer::new(GrpcJobs::new(service))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES * 4);
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder
+            .tls_config(tls.grpc())
+            .map_err(|e| ServerError::Grpc(e.to_string()))?;
+    }
+    builder
         .add_service(health_service)
         .add_service(reflection)
         .add_service(jobs)

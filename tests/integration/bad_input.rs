@@ -94,6 +94,27 @@ async fn invalid_jobs_are_rejected_and_nothing_is_stored() {
             },
             "not both",
         ),
+        (
+            CreateJobRequest {
+                custom_headers: (0..65).map(|i| (format!("h{i}"), "v".into())).collect(),
+                ..create_request("t", "{}")
+            },
+            "at most 64 headers",
+        ),
+        (
+            CreateJobRequest {
+                custom_headers: [("big".to_string(), "v".repeat(5000))].into(),
+                ..create_request("t", "{}")
+            },
+            "custom header 'big'",
+        ),
+        (
+            create_request(
+                "t",
+                &format!("{}{}", "{\"a\":[".repeat(200), "]}".repeat(200)),
+            ),
+            "recursion limit",
+        ),
     ];
     for (request, needle) in cases {
         assert_code(

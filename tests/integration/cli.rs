@@ -204,3 +204,35 @@ async fn triggers_commands_add_list_pause_resume_and_remove_by_name() {
     let missing = jobhost(&process, ADMIN_KEY, &["triggers", "get", "nightly"]);
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no trigger named 'nightly'"));
 }
+
+#[tokio::test]
+async fn audit_prints_the_acts_of_a_key_newest_first_one_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let process = ServerProcess::start(dir.path());
+    let created = jobhost(
+        &process,
+        ADMIN_KEY,
+        &[
+            "keys",
+            "create",
+            "--permissions",
+            "jobs",
+            "--tenant",
+            "acme",
+        ],
+    );
+    let key = last_line(&created);
+    let id = key.split('_').nth(1).unwrap().to_string();
+    last_line(&jobhost(&process, ADMIN_KEY, &["keys", "revoke", &id]));
+    let audit = jobhost(&process, ADMIN_KEY, &["audit", "--tenant", "acme"]);
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&audit.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON line"))
+        .collect();
+    let acts: Vec<_> = lines
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(acts, vec!["key.revoked", "key.created"]);
+    assert!(lines.iter().all(|e| e["target"] == id.as_str()));
+}

@@ -48,8 +48,15 @@ impl TestServer {
     pub async fn start_with(
         adjust: impl Fn(&mut jobhost::Config) + Send + Sync + 'static,
     ) -> TestServer {
+        TestServer::start_on(tempfile::tempdir().expect("temp dir"), adjust).await
+    }
+
+    /// Starts a server on the data already in `dir` (a restored one, say).
+    pub async fn start_on(
+        dir: tempfile::TempDir,
+        adjust: impl Fn(&mut jobhost::Config) + Send + Sync + 'static,
+    ) -> TestServer {
         let adjust: Adjust = Arc::new(adjust);
-        let dir = tempfile::tempdir().expect("temp dir");
         let server = start_in(dir.path(), &adjust).await;
         TestServer {
             server: Some(server),

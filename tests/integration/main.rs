@@ -4,15 +4,23 @@
 mod harness;
 
 mod activation;
+mod audit;
 mod auth_and_tenants;
+mod backup;
 mod bad_input;
+mod chaos;
 mod cli;
 mod dashboard;
+mod edge;
+mod grpc_decoding;
 mod handlers;
+mod key_scoping;
 mod lifecycle;
 mod operations;
 mod persistence;
 mod python_client;
+mod quotas;
 mod rest_api;
 mod service_endpoints;
+mod tls;
 mod triggers;

@@ -362,6 +362,7 @@ async fn the_openapi_document_lists_every_route() {
         ("/api/v1/keys", "post"),
         ("/api/v1/keys/{id}", "delete"),
         ("/api/v1/whoami", "get"),
+        ("/api/v1/audit", "get"),
     ];
     for (path, method) in routes {
         assert!(
@@ -597,6 +598,11 @@ async fn real_answers_match_the_openapi_document() {
         "/api/v1/whoami",
         "get",
         raw(&server, Method::GET, "/api/v1/whoami", None).await,
+    )();
+    check(
+        "/api/v1/audit",
+        "get",
+        raw(&server, Method::GET, "/api/v1/audit", None).await,
     )();
 
     let bad = raw(&server, Method::GET, "/api/v1/jobs?page=0", None).await;

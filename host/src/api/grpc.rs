@@ -54,6 +54,23 @@ pub fn status(error: ServiceError) -> Status {
         ServiceError::PermissionDenied(m) => Status::permission_denied(m),
         ServiceError::Unauthenticated(m) => Status::unauthenticated(m),
         ServiceError::ResourceExhausted(m) => Status::resource_exhausted(m),
+        ServiceError::RateLimited {
+            message,
+            retry_after,
+        } => {
+            let mut status = Status::resource_exhausted(message);
+            let metadata = status.metadata_mut();
+            // Whole seconds, as HTTP's Retry-After; milliseconds as gRPC's retry pushback.
+            let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            if let Ok(value) = seconds.max(1).to_string().parse() {
+                metadata.insert("retry-after", value);
+            }
+            let millis = retry_after.as_millis().max(1);
+            if let Ok(value) = millis.to_string().parse() {
+                metadata.insert("grpc-retry-pushback-ms", value);
+            }
+            status
+        }
         ServiceError::Unavailable(m) => Status::unavailable(m),
         ServiceError::Internal(m) => Status::internal(m),
     }

@@ -2,6 +2,8 @@
 //! between wire formats and the [`crate::service`] core. The [`dashboard`] is a static web app
 //! over the REST API.
 
+pub mod backup;
+pub mod codec;
 pub mod dashboard;
 pub mod grpc;
 pub mod rest;

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
@@ -19,16 +20,17 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 use crate::auth::{NewKey, Principal};
 use crate::job::limits::MAX_MESSAGE_BYTES;
 use crate::job::{ProcessRef, now_ms};
-use crate::metrics::{MetricsRegistry, may_read};
+use crate::metrics::MetricsRegistry;
+use crate::rate_limit::RateLimit;
 use crate::registry::{Deployment, HandlerRegistry};
 use crate::service::{
     self, JobService, ServiceError, TriggerDefinition, TriggerFilter, parse_time,
 };
 
 use super::views::{
-    ActivatedJobs, CreatedJob, CreatedKey, Envelope, ErrorBody, ErrorEnvelope, FiltersApplied,
-    HandlerList, HandlerView, JobStats, JobView, JobsListing, KeyList, KeyView, RemovedHandler,
-    RemovedTrigger, RevokedKey, TriggerList, TriggerView, WhoAmI,
+    ActivatedJobs, AuditTrail, AuditView, CreatedJob, CreatedKey, Envelope, ErrorBody,
+    ErrorEnvelope, FiltersApplied, HandlerList, HandlerView, JobStats, JobView, JobsListing,
+    KeyList, KeyView, RemovedHandler, RemovedTrigger, RevokedKey, TriggerList, TriggerView, WhoAmI,
 };
 
 #[derive(Clone)]
@@ -43,15 +45,20 @@ pub fn router(
     registry: Arc<HandlerRegistry>,
     metrics: Arc<MetricsRegistry>,
 ) -> Router {
-    // Uploads up to twice the limit reach the handler, which explains the limit in a 400.
-    let upload_limit = registry.maxima().component_bytes.saturating_mul(2);
+    // A body that announces more than the limit is refused from its header; one sent without
+    // a length may run to twice the limit, so the handler can explain the limit in a 400.
+    let component_limit = registry.maxima().component_bytes;
     let handlers = Router::new()
         .route("/api/v1/handlers", post(deploy_handler).get(list_handlers))
         .route(
             "/api/v1/handlers/{id}",
             get(get_handler).delete(remove_handler),
         )
-        .layer(DefaultBodyLimit::max(upload_limit));
+        .layer(DefaultBodyLimit::max(component_limit.saturating_mul(2)))
+        .layer(from_fn_with_state(
+            component_limit,
+            refuse_announced_oversize,
+        ));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/api/v1/whoami", get(whoami))
@@ -75,8 +82,14 @@ pub fn router(
         )
         .route("/api/v1/keys", post(create_key).get(list_keys))
         .route("/api/v1/keys/{id}", axum::routing::delete(revoke_key))
+        .route("/api/v1/audit", get(audit_trail))
         .layer(DefaultBodyLimit::max(MAX_MESSAGE_BYTES))
+        .layer(from_fn_with_state(
+            MAX_MESSAGE_BYTES,
+            refuse_announced_oversize,
+        ))
         .merge(handlers)
+        .merge(super::backup::router(service.clone(), registry.clone()))
         .merge(super::dashboard::router())
         .with_state(Api {
             service,
@@ -94,7 +107,8 @@ pub fn router(
         create_job, list_jobs, get_job, job_stats, activate_jobs, complete_job, fail_job,
         cancel_job, update_retries, update_timeout, create_trigger, list_triggers, get_trigger,
         update_trigger, delete_trigger, deploy_handler, list_handlers, get_handler,
-        remove_handler, create_key, list_keys, revoke_key, whoami,
+        remove_handler, create_key, list_keys, revoke_key, whoami, audit_trail,
+        super::backup::download_backup,
     ),
     modifiers(&ApiKeyAuth),
     security(("api_key" = [])),
@@ -167,6 +181,42 @@ struct DeployParams {
     fuel: Option<u64>,
 }
 
+/// Refuses a request whose `Content-Length` exceeds `limit` before reading a byte of its body,
+/// so a client that announces gigabytes and sends a trickle cannot hold a connection open.
+async fn refuse_announced_oversize(
+    State(limit): State<usize>,
+    request: axum::extract::Request,
+    next: Next,
+) -> Response {
+    let announced = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<u64>().ok());
+    match announced {
+        Some(length) if length > limit as u64 => {
+            let body = ErrorEnvelope {
+                success: false,
+                error: ErrorBody {
+                    code: "PAYLOAD_TOO_LARGE".to_string(),
+                    message: format!(
+                        "the body announces {length} bytes; at most {limit} are accepted here"
+                    ),
+                },
+                request_id: request_id(),
+            };
+            let mut response = (StatusCode::PAYLOAD_TOO_LARGE, Json(body)).into_response();
+            // The unread body would otherwise keep the connection busy.
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+            response
+        }
+        _ => next.run(request).await,
+    }
+}
+
 /// A failed request, rendered as `{"success": false, "error": {code, message}}`.
 pub struct ApiError(ServiceError);
 
@@ -184,7 +234,7 @@ impl IntoResponse for ApiError {
             ServiceError::PermissionDenied(_) => (StatusCode::FORBIDDEN, "PERMISSION_DENIED"),
             ServiceError::NotFound(_) => (StatusCode::NOT_FOUND, "NOT_FOUND"),
             ServiceError::FailedPrecondition(_) => (StatusCode::CONFLICT, "FAILED_PRECONDITION"),
-            ServiceError::ResourceExhausted(_) => {
+            ServiceError::ResourceExhausted(_) | ServiceError::RateLimited { .. } => {
                 (StatusCode::TOO_MANY_REQUESTS, "RESOURCE_EXHAUSTED")
             }
             ServiceError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
@@ -198,7 +248,15 @@ impl IntoResponse for ApiError {
             },
             request_id: request_id(),
         };
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if let ServiceError::RateLimited { retry_after, .. } = &self.0 {
+            let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(seconds.max(1)),
+            );
+        }
+        response
     }
 }
 
@@ -220,25 +278,24 @@ fn request_id() -> String {
 /// The caller's key: the `X-API-Key` header, or an `Authorization: Bearer` token (which is
 /// what Prometheus scrapers send).
 fn caller(api: &Api, headers: &HeaderMap) -> Result<Principal, ApiError> {
+    Ok(api.service.authenticate(presented_key(headers))?)
+}
+
+pub(super) fn presented_key(headers: &HeaderMap) -> Option<&str> {
     let bearer = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    let key = headers
+    headers
         .get("x-api-key")
         .and_then(|v| v.to_str().ok())
-        .or(bearer);
-    Ok(api.service.authenticate(key)?)
+        .or(bearer)
 }
 
 /// Prometheus metrics, for a key granted every tenant (they name every tenant).
 async fn render_metrics(State(api): State<Api>, headers: HeaderMap) -> Result<Response, ApiError> {
     let caller = caller(&api, &headers)?;
-    if !may_read(&caller.tenants) {
-        return Err(ApiError(ServiceError::PermissionDenied(
-            "metrics cover every tenant: use a key granted every tenant".into(),
-        )));
-    }
+    api.service.authorize_metrics(&caller)?;
     let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
     Ok((
         [(axum::http::header::CONTENT_TYPE, content_type)],
@@ -596,6 +653,8 @@ struct KeyBody {
     permissions: Vec<String>,
     #[serde(default)]
     tenants: Vec<String>,
+    /// Requests per second and burst; absent: the server's default.
+    rate_limit: Option<RateLimit>,
 }
 
 #[utoipa::path(post, path = "/api/v1/keys", tag = "keys", request_body = KeyBody,
@@ -607,12 +666,9 @@ async fn create_key(State(api): State<Api>, headers: HeaderMap, bytes: Bytes) ->
         name: request.name,
         permissions: request.permissions,
         tenants: request.tenants,
+        rate_limit: request.rate_limit,
     };
-    let (info, key) = api
-        .service
-        .auth()
-        .create_key(&caller, new_key)
-        .map_err(ServiceError::from)?;
+    let (info, key) = api.service.create_key(&caller, new_key)?;
     ok(CreatedKey {
         key,
         info: info.into(),
@@ -623,11 +679,7 @@ async fn create_key(State(api): State<Api>, headers: HeaderMap, bytes: Bytes) ->
     responses((status = 200, body = Envelope<KeyList>), (status = "4XX", body = ErrorEnvelope)))]
 async fn list_keys(State(api): State<Api>, headers: HeaderMap) -> Reply<KeyList> {
     let caller = caller(&api, &headers)?;
-    let keys = api
-        .service
-        .auth()
-        .list_keys(&caller)
-        .map_err(ServiceError::from)?;
+    let keys = api.service.list_keys(&caller)?;
     ok(KeyList {
         keys: keys.into_iter().map(KeyView::from).collect(),
     })
@@ -642,18 +694,48 @@ async fn revoke_key(
     Path(id): Path<String>,
 ) -> Reply<RevokedKey> {
     let caller = caller(&api, &headers)?;
-    if api
-        .service
-        .auth()
-        .revoke_key(&caller, &id)
-        .map_err(ServiceError::from)?
-    {
-        ok(RevokedKey { revoked: id })
-    } else {
-        Err(ApiError(ServiceError::NotFound(format!(
-            "API key {id} not found"
-        ))))
-    }
+    api.service.revoke_key(&caller, &id)?;
+    ok(RevokedKey { revoked: id })
+}
+
+/// Administrative acts on the caller's tenants, newest first.
+#[utoipa::path(get, path = "/api/v1/audit", tag = "keys",
+    params(
+        ("tenant_id" = Option<String>, Query, description = "Only acts touching this tenant"),
+        ("action" = Option<String>, Query, description = "Only this action, e.g. key.revoked"),
+        ("before" = Option<u64>, Query, description = "Only entries older than this id"),
+        ("limit" = Option<u32>, Query, description = "1 to 500; 50 by default"),
+    ),
+    responses((status = 200, body = Envelope<AuditTrail>), (status = "4XX", body = ErrorEnvelope)))]
+async fn audit_trail(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
+) -> Reply<AuditTrail> {
+    let caller = caller(&api, &headers)?;
+    let number = |name: &str| -> Result<Option<u64>, ApiError> {
+        params
+            .get(name)
+            .map(|text| {
+                text.trim().parse().map_err(|_| {
+                    ApiError(ServiceError::InvalidArgument(format!(
+                        "{name} must be a whole number, got '{text}'"
+                    )))
+                })
+            })
+            .transpose()
+    };
+    let request = service::AuditRequest {
+        tenant_id: params.get("tenant_id").cloned(),
+        action: params.get("action").cloned(),
+        before: number("before")?,
+        limit: number("limit")?.map(|n| n.min(usize::MAX as u64) as usize),
+    };
+    let page = api.service.audit_trail(&caller, request)?;
+    ok(AuditTrail {
+        entries: page.entries.iter().map(AuditView::of).collect(),
+        next_before: page.next_before,
+    })
 }
 
 /// The calling key: its permissions and tenants (`null`: every tenant), and the tenants in its
@@ -672,6 +754,7 @@ async fn whoami(State(api): State<Api>, headers: HeaderMap) -> Reply<WhoAmI> {
         permissions: caller.permissions.iter().cloned().collect(),
         tenants,
         known_tenants: known,
+        quotas: api.service.quotas().clone(),
     })
 }
 

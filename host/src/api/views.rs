@@ -438,6 +438,8 @@ pub struct WhoAmI {
     pub tenants: Option<Vec<String>>,
     /// Tenants in the key's scope that have jobs, handlers or triggers.
     pub known_tenants: Vec<String>,
+    /// What each tenant and key may hold at once.
+    pub quotas: crate::quota::Quotas,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -448,6 +450,8 @@ pub struct KeyView {
     /// null: every tenant.
     pub tenants: Option<Vec<String>>,
     pub created_at: i64,
+    /// The request rate in force; null: unlimited.
+    pub rate_limit: Option<crate::rate_limit::RateLimit>,
 }
 
 impl From<crate::auth::KeyInfo> for KeyView {
@@ -458,6 +462,7 @@ impl From<crate::auth::KeyInfo> for KeyView {
             permissions: info.permissions,
             tenants: info.tenants,
             created_at: info.created_at,
+            rate_limit: info.rate_limit,
         }
     }
 }
@@ -472,6 +477,44 @@ pub struct CreatedKey {
 #[derive(Serialize, ToSchema)]
 pub struct KeyList {
     pub keys: Vec<KeyView>,
+}
+
+/// One administrative act.
+#[derive(Serialize, ToSchema)]
+pub struct AuditView {
+    pub id: u64,
+    /// RFC 3339.
+    pub at: Option<String>,
+    pub key_id: String,
+    /// e.g. `key.created`, `handler.deployed`, `trigger.changed`, `job.cancelled`.
+    pub action: String,
+    /// The tenants the act touched; null: every tenant.
+    pub tenants: Option<Vec<String>>,
+    /// A key id, handler id, trigger id or job key.
+    pub target: String,
+    pub detail: String,
+}
+
+impl AuditView {
+    pub fn of(entry: &crate::audit::AuditEntry) -> AuditView {
+        AuditView {
+            id: entry.id,
+            at: format_time(entry.at),
+            key_id: entry.key_id.clone(),
+            action: entry.action.as_str().to_string(),
+            tenants: Some(entry.tenants.clone()).filter(|t| !t.is_empty()),
+            target: entry.target.clone(),
+            detail: entry.detail.clone(),
+        }
+    }
+}
+
+/// A page of the audit trail, newest first.
+#[derive(Serialize, ToSchema)]
+pub struct AuditTrail {
+    pub entries: Vec<AuditView>,
+    /// Pass as `before` for older entries; null: no older ones match.
+    pub next_before: Option<u64>,
 }
 
 #[derive(Serialize, ToSchema)]

@@ -7,6 +7,15 @@ pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 pub const MAX_NAME_BYTES: usize = 255;
 /// Longest error message kept on a failure.
 pub const MAX_ERROR_BYTES: usize = 4096;
+/// Custom headers one job may carry.
+pub const MAX_CUSTOM_HEADERS: usize = 64;
+/// Longest custom header value.
+pub const MAX_HEADER_VALUE_BYTES: usize = 4096;
+/// Deepest nesting of arrays and objects in variables and results (serde_json refuses
+/// deeper documents while parsing, so no recursion can exhaust the stack).
+pub const MAX_JSON_DEPTH: usize = 128;
+/// Follow-up jobs one Wasm completion may create.
+pub const MAX_FOLLOW_UPS: usize = 1000;
 /// Retries a job may be given.
 pub const MAX_RETRIES: i32 = 1000;
 /// Retries of a job created without a number.
@@ -25,8 +34,6 @@ pub const MAX_JOBS_PER_ACTIVATION: usize = 100;
 pub const DEFAULT_LONG_POLL_MS: i64 = 10_000;
 /// Longest long poll.
 pub const MAX_LONG_POLL_MS: i64 = 60 * 60 * 1000;
-/// Long polls that may wait at once before new ones are refused (RESOURCE_EXHAUSTED).
-pub const MAX_WAITING_ACTIVATIONS: usize = 10_000;
 /// Failures kept in a job's history (the count of all failures is kept too).
 pub const FAILURE_HISTORY_KEPT: usize = 50;
 
@@ -48,4 +55,32 @@ pub fn truncate(mut text: String, max: usize) -> String {
         text.truncate(end);
     }
     text
+}
+
+/// Checks a job's custom headers against the limits; answers why they are refused.
+pub fn check_custom_headers(
+    headers: &std::collections::BTreeMap<String, String>,
+) -> Result<(), String> {
+    if headers.len() > MAX_CUSTOM_HEADERS {
+        return Err(format!(
+            "custom_headers may hold at most {MAX_CUSTOM_HEADERS} headers, got {}",
+            headers.len()
+        ));
+    }
+    for (name, value) in headers {
+        if name.trim().is_empty() || name.len() > MAX_NAME_BYTES {
+            return Err(format!(
+                "custom header names must be 1-{MAX_NAME_BYTES} bytes, got {}",
+                name.len()
+            ));
+        }
+        if value.len() > MAX_HEADER_VALUE_BYTES {
+            return Err(format!(
+                "custom header '{}' is {} bytes; at most {MAX_HEADER_VALUE_BYTES} are kept",
+                truncate(name.clone(), 64),
+                value.len()
+            ));
+        }
+    }
+    Ok(())
 }

@@ -7,6 +7,8 @@
 pub mod keys;
 pub mod limits;
 pub mod state;
+#[cfg(test)]
+pub(crate) mod state_properties;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;

@@ -159,8 +159,9 @@ pub fn apply(job: &JobRecord, event: Event, now: EpochMs) -> Result<JobRecord, R
         }
         Event::UpdateRetries { retries } => {
             refuse_finished(job)?;
-            next.retries = retries;
-            if job.state == JobState::Failed {
+            // Clamped as a failure's are; only retries it can spend revive a failed job.
+            next.retries = retries.max(0);
+            if job.state == JobState::Failed && next.retries > 0 {
                 next.state = JobState::Activatable;
                 next.finished_at = 0;
             }

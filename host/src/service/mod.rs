@@ -6,17 +6,22 @@
 //! [`crate::job::state`]. Long polls wait here, bounded in number and ended by shutdown.
 //! Trigger management lives in the `triggers` submodule.
 
+mod audit;
+mod backup;
+mod keys;
 mod triggers;
 
+pub use audit::AuditRequest;
+pub(crate) use audit::record_act;
 pub use triggers::{TimeInput, TriggerDefinition, TriggerFilter};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::audit::AuditAction;
 use crate::auth::{self, Auth, AuthError, Principal};
 use crate::clock::Clock;
 use crate::job::limits::{self, valid_tenant_id};
@@ -25,6 +30,7 @@ use crate::job::{
     AttemptLog, EpochMs, Job, JobKey, JobPayload, JobRecord, JobState, NewJob, ProcessRef,
     TenantScope, now_ms,
 };
+use crate::quota::{Holdings, QuotaExceeded, Quotas};
 use crate::runtime::InterruptReason;
 use crate::store::index::{IndexStats, StateCounts};
 use crate::store::{Activation, ApplyError, JobStore, ListPage, ListQuery, SortBy, StoreError};
@@ -49,6 +55,12 @@ pub enum ServiceError {
     Unauthenticated(String),
     #[error("{0}")]
     ResourceExhausted(String),
+    /// The caller's key is over its rate limit; it may retry after the given time.
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        retry_after: Duration,
+    },
     #[error("{0}")]
     Unavailable(String),
     #[error("{0}")]
@@ -64,8 +76,18 @@ impl From<AuthError> for ServiceError {
                 ServiceError::PermissionDenied(message)
             }
             AuthError::InvalidRequest(_) => ServiceError::InvalidArgument(message),
+            AuthError::RateLimited { retry_after } => ServiceError::RateLimited {
+                message,
+                retry_after,
+            },
             AuthError::Store(store) => store.into(),
         }
+    }
+}
+
+impl From<QuotaExceeded> for ServiceError {
+    fn from(error: QuotaExceeded) -> ServiceError {
+        ServiceError::ResourceExhausted(error.to_string())
     }
 }
 
@@ -163,7 +185,10 @@ pub struct JobService {
     auth: Arc<Auth>,
     attempts: Arc<RunningAttempts>,
     shutdown: watch::Receiver<bool>,
-    waiting: Arc<AtomicUsize>,
+    quotas: Quotas,
+    /// Long polls waiting now, bounded by the quotas.
+    waiting: Arc<Holdings>,
+    creating_trigger: tokio::sync::Mutex<()>,
     /// The trigger scheduler's clock: trigger cursors are set by it.
     clock: Arc<dyn Clock>,
     trigger_changes: TriggerChanges,
@@ -177,6 +202,7 @@ pub struct ServiceParts {
     pub shutdown: watch::Receiver<bool>,
     pub clock: Arc<dyn Clock>,
     pub trigger_changes: TriggerChanges,
+    pub quotas: Quotas,
 }
 
 impl JobService {
@@ -186,14 +212,17 @@ impl JobService {
             auth: parts.auth,
             attempts: parts.attempts,
             shutdown: parts.shutdown,
-            waiting: Arc::new(AtomicUsize::new(0)),
+            waiting: Arc::new(Holdings::new(
+                "waiting long polls",
+                parts.quotas.waiting_activations,
+                parts.quotas.waiting_activations_per_tenant,
+                parts.quotas.waiting_activations_per_key,
+            )),
+            quotas: parts.quotas,
+            creating_trigger: tokio::sync::Mutex::new(()),
             clock: parts.clock,
             trigger_changes: parts.trigger_changes,
         }
-    }
-
-    pub fn auth(&self) -> &Auth {
-        &self.auth
     }
 
     pub fn authenticate(&self, api_key: Option<&str>) -> Result<Principal, ServiceError> {
@@ -238,7 +267,12 @@ impl JobService {
 
     /// Long polls waiting now.
     pub fn waiting_activations(&self) -> usize {
-        self.waiting.load(Ordering::Relaxed)
+        self.waiting.total()
+    }
+
+    /// The quotas every tenant and key is held to.
+    pub fn quotas(&self) -> &Quotas {
+        &self.quotas
     }
 
     pub async fn create_job(
@@ -263,6 +297,7 @@ impl JobService {
         let tenant = tenant_or_default(&request.tenant_id)?;
         caller.require_tenant(&tenant)?;
         let variables = json_object("variables", &request.variables)?;
+        limits::check_custom_headers(&request.custom_headers).map_err(invalid)?;
         let retries = request.retries.unwrap_or(limits::DEFAULT_RETRIES);
         if !(1..=limits::MAX_RETRIES).contains(&retries) {
             return Err(invalid(format!(
@@ -274,7 +309,8 @@ impl JobService {
         let run_at = match (request.run_at, request.delay_ms) {
             (0, 0) => None,
             (at, 0) if at > 0 => Some(at),
-            (0, delay) if delay > 0 => Some(now + delay),
+            // Saturating: a delay past the largest time is refused below, never wrapped.
+            (0, delay) if delay > 0 => Some(now.saturating_add(delay)),
             (at, 0) => {
                 return Err(invalid(format!(
                     "run_at must be a positive epoch ms, got {at}"
@@ -286,8 +322,13 @@ impl JobService {
         if let Some(at) = run_at
             && at - now > limits::MAX_BACKOFF_MS
         {
+            let field = if request.delay_ms > 0 {
+                "delay"
+            } else {
+                "run_at"
+            };
             return Err(invalid(format!(
-                "a job may be scheduled at most {} days ahead",
+                "{field} may schedule a job at most {} days ahead",
                 limits::MAX_BACKOFF_MS / 86_400_000
             )));
         }
@@ -351,24 +392,26 @@ impl JobService {
             scope,
             max_jobs,
             timeout_ms,
-            wait: wait_ms > 0,
+            wait: false,
         };
-        let mut jobs = if activation.wait {
-            let _slot = WaitSlot::take(&self.waiting)?;
+        // Ready jobs are served before a waiting slot is taken, so no quota stands between a
+        // worker and a job that is already there.
+        let mut jobs = self.store.activate(activation.clone()).await?;
+        if jobs.is_empty() && wait_ms > 0 && !*self.shutdown.borrow() {
+            let _slot = self
+                .waiting
+                .take(&caller.key_id, &activation.scope)
+                .map_err(ServiceError::from)?;
+            activation.wait = true;
             let mut shutdown = self.shutdown.clone();
-            if *shutdown.borrow() {
-                activation.wait = false;
-            }
             let wait = Duration::from_millis(wait_ms as u64);
-            tokio::select! {
+            jobs = tokio::select! {
                 result = tokio::time::timeout(wait, self.store.activate(activation)) => {
                     result.unwrap_or(Ok(Vec::new()))?
                 }
                 _ = shutdown.wait_for(|stopping| *stopping) => Vec::new(),
-            }
-        } else {
-            self.store.activate(activation).await?
-        };
+            };
+        }
         if !request.fetch_variables.is_empty() {
             for job in &mut jobs {
                 job.payload.variables =
@@ -460,8 +503,17 @@ impl JobService {
                 limits::MAX_RETRIES
             )));
         }
-        self.change(caller, key, |_| Event::UpdateRetries { retries })
-            .await
+        let record = self
+            .change(caller, key, |_| Event::UpdateRetries { retries })
+            .await?;
+        self.record_act(
+            caller,
+            AuditAction::JobRetriesUpdated,
+            vec![record.tenant.clone()],
+            record.id.to_string(),
+            format!("retries set to {retries}; the job is {}", record.state),
+        )?;
+        Ok(record)
     }
 
     /// Cancels a job; an attempt of a Wasm handler running for it is interrupted.
@@ -473,6 +525,13 @@ impl JobService {
         let record = self.change(caller, key, |_| Event::Cancel).await?;
         self.attempts
             .interrupt(record.id, InterruptReason::Cancelled);
+        self.record_act(
+            caller,
+            AuditAction::JobCancelled,
+            vec![record.tenant.clone()],
+            record.id.to_string(),
+            format!("type {}", record.job_type),
+        )?;
         Ok(record)
     }
 
@@ -616,29 +675,6 @@ impl JobService {
             total_count: total,
             counts,
         })
-    }
-}
-
-/// Counts a waiting long poll for as long as it lives.
-struct WaitSlot(Arc<AtomicUsize>);
-
-impl WaitSlot {
-    fn take(waiting: &Arc<AtomicUsize>) -> Result<WaitSlot, ServiceError> {
-        let before = waiting.fetch_add(1, Ordering::Relaxed);
-        let slot = WaitSlot(waiting.clone());
-        if before >= limits::MAX_WAITING_ACTIVATIONS {
-            return Err(ServiceError::ResourceExhausted(format!(
-                "too many workers are waiting ({}); retry later",
-                limits::MAX_WAITING_ACTIVATIONS
-            )));
-        }
-        Ok(slot)
-    }
-}
-
-impl Drop for WaitSlot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::{JobService, ServiceError, invalid, json_object, required_name, tenant_or_default};
+use crate::audit::AuditAction;
 use crate::auth::{self, Principal};
 use crate::job::EpochMs;
 use crate::job::limits;
@@ -103,9 +104,24 @@ impl JobService {
         let mut trigger = TriggerRecord::new(tenant, name, job_type, schedule, now);
         apply_settings(&mut trigger, &definition, now)?;
         arm(&mut trigger, now)?;
+        // Counting and creating under one lock, so concurrent creations cannot overshoot.
+        let _one_at_a_time = self.creating_trigger.lock().await;
+        let held = self
+            .store
+            .triggers()?
+            .iter()
+            .filter(|t| t.tenant == trigger.tenant)
+            .count();
+        if held >= self.quotas.triggers_per_tenant {
+            return Err(ServiceError::ResourceExhausted(format!(
+                "tenant '{}' has {held} triggers, its quota: remove one first",
+                trigger.tenant
+            )));
+        }
         let stored = self.store.create_trigger(trigger).await?;
         self.announce(&stored);
         tracing::info!(trigger = stored.id, tenant = %stored.tenant, name = %stored.name, job_type = %stored.job_type, schedule = %stored.schedule, "trigger created");
+        self.audit_trigger(caller, AuditAction::TriggerCreated, &stored)?;
         Ok(stored)
     }
 
@@ -158,6 +174,7 @@ impl JobService {
                 Ok(stored) => {
                     self.announce(&stored);
                     tracing::info!(trigger = stored.id, tenant = %stored.tenant, name = %stored.name, status = stored.status().as_str(), "trigger changed");
+                    self.audit_trigger(caller, AuditAction::TriggerChanged, &stored)?;
                     return Ok(stored);
                 }
                 Err(TriggerError::Conflict(_)) => continue,
@@ -182,6 +199,7 @@ impl JobService {
             .await?;
         let _ = self.trigger_changes.send(TriggerChange::Removed(id));
         tracing::info!(trigger = id, tenant = %removed.tenant, name = %removed.name, "trigger removed");
+        self.audit_trigger(caller, AuditAction::TriggerRemoved, &removed)?;
         Ok(removed)
     }
 
@@ -225,6 +243,27 @@ impl JobService {
             Some(trigger) if caller.tenants.contains(&trigger.tenant) => Ok(trigger),
             _ => Err(ServiceError::NotFound(format!("trigger {id} not found"))),
         }
+    }
+
+    fn audit_trigger(
+        &self,
+        caller: &Principal,
+        action: AuditAction,
+        trigger: &TriggerRecord,
+    ) -> Result<(), ServiceError> {
+        self.record_act(
+            caller,
+            action,
+            vec![trigger.tenant.clone()],
+            trigger.id.to_string(),
+            format!(
+                "'{}' ({}, {}), {}",
+                trigger.name,
+                trigger.job_type,
+                trigger.schedule,
+                trigger.status().as_str()
+            ),
+        )
     }
 
     fn announce(&self, trigger: &TriggerRecord) {
@@ -298,6 +337,7 @@ fn apply_settings(
                  '{RESERVED_HEADER_PREFIX}' are set by the host on every fired job"
             )));
         }
+        limits::check_custom_headers(headers).map_err(invalid)?;
         trigger.template.custom_headers = headers.clone();
     }
     if let Some(retries) = definition.retries {

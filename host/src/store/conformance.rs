@@ -8,12 +8,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::audit::{AuditAction, AuditEntry, AuditPage, AuditQuery};
 use crate::handler::{HandlerLimits, HandlerRecord, HandlerVersion, RetryPolicy};
 use crate::job::AttemptLog;
 use crate::job::state::{Event, Refusal};
 use crate::job::{JobPayload, JobState, NewJob, TenantScope};
 use crate::store::{
-    Activation, ApiKeyRecord, ApplyError, DueFire, Extras, JobStore, ListQuery, TriggerError,
+    Activation, ApiKeyRecord, ApplyError, DueFire, Extras, JobStore, ListQuery, Snapshot,
+    StoredRecord, TriggerError,
 };
 use crate::trigger::{Schedule, TriggerRecord};
 
@@ -39,6 +41,8 @@ macro_rules! suite {
             job_ids_are_never_reused_after_a_reopen,
             listing_filters_sorts_and_pages,
             api_keys_are_stored_and_removed,
+            audit_entries_survive_a_reopen_and_read_newest_first,
+            an_audit_reading_pages_and_filters_within_its_scope,
             follow_ups_and_attempt_logs_are_written_with_the_event,
             a_refused_event_writes_no_extras,
             handlers_and_components_are_stored_and_removed,
@@ -48,6 +52,7 @@ macro_rules! suite {
             a_trigger_change_from_a_stale_revision_is_refused,
             a_removed_trigger_no_longer_fires,
             triggers_and_their_cursors_survive_a_reopen,
+            a_snapshot_shows_no_write_made_after_it_started,
         );
     };
     (@tests $open:expr; $($name:ident,)*) => {
@@ -399,6 +404,10 @@ pub async fn api_keys_are_stored_and_removed(open: Open, dir: &Path) {
         permissions: vec!["jobs".into()],
         tenants: Some(vec!["acme".into()]),
         created_at: 1,
+        rate_limit: Some(crate::rate_limit::RateLimit {
+            per_second: 5,
+            burst: 10,
+        }),
     };
     {
         let store = open(dir);
@@ -410,6 +419,94 @@ pub async fn api_keys_are_stored_and_removed(open: Open, dir: &Path) {
     assert!(store.delete_api_key("k1").unwrap());
     assert!(!store.delete_api_key("k1").unwrap());
     assert!(store.api_keys().unwrap().is_empty());
+}
+
+fn audit_entry(tenant: &str, action: AuditAction, target: &str) -> AuditEntry {
+    AuditEntry::new(
+        &crate::auth::Principal::admin(),
+        action,
+        vec![tenant.to_string()],
+        target,
+        "",
+    )
+}
+
+fn audit_query(scope: TenantScope, limit: usize) -> AuditQuery {
+    AuditQuery {
+        scope,
+        tenant: None,
+        action: None,
+        before: None,
+        limit,
+    }
+}
+
+pub async fn audit_entries_survive_a_reopen_and_read_newest_first(open: Open, dir: &Path) {
+    let recorded = {
+        let store = open(dir);
+        let first = store
+            .record_audit(audit_entry("acme", AuditAction::KeyCreated, "k1"))
+            .unwrap();
+        let second = store
+            .record_audit(audit_entry("acme", AuditAction::KeyRevoked, "k1"))
+            .unwrap();
+        assert!(second.id > first.id);
+        store.close().await.unwrap();
+        vec![second, first]
+    };
+    let store = open(dir);
+    let third = store
+        .record_audit(audit_entry("acme", AuditAction::JobCancelled, "7"))
+        .unwrap();
+    assert!(
+        third.id > recorded[0].id,
+        "ids keep increasing after a reopen"
+    );
+    let page = store
+        .audit_trail(&audit_query(TenantScope::All, 10))
+        .unwrap();
+    let mut expected = vec![third];
+    expected.extend(recorded);
+    assert_eq!(page.entries, expected);
+}
+
+pub async fn an_audit_reading_pages_and_filters_within_its_scope(open: Open, dir: &Path) {
+    let store = open(dir);
+    for i in 0..5 {
+        let tenant = if i % 2 == 0 { "acme" } else { "globex" };
+        store
+            .record_audit(audit_entry(
+                tenant,
+                AuditAction::TriggerCreated,
+                &i.to_string(),
+            ))
+            .unwrap();
+    }
+    store
+        .record_audit(audit_entry("acme", AuditAction::HandlerDeployed, "h"))
+        .unwrap();
+    let targets = |page: &AuditPage| {
+        page.entries
+            .iter()
+            .map(|e| e.target.clone())
+            .collect::<Vec<_>>()
+    };
+
+    let acme = TenantScope::only(["acme"]);
+    let first = store.audit_trail(&audit_query(acme.clone(), 2)).unwrap();
+    assert_eq!(targets(&first), vec!["h", "4"]);
+    let mut next = audit_query(acme.clone(), 2);
+    next.before = first.next_before;
+    let second = store.audit_trail(&next).unwrap();
+    assert_eq!(targets(&second), vec!["2", "0"]);
+
+    let mut deploys = audit_query(TenantScope::All, 10);
+    deploys.action = Some(AuditAction::TriggerCreated);
+    deploys.tenant = Some("globex".into());
+    assert_eq!(
+        targets(&store.audit_trail(&deploys).unwrap()),
+        vec!["3", "1"]
+    );
 }
 
 fn attempt_log(attempt: u32) -> AttemptLog {
@@ -666,4 +763,66 @@ pub async fn triggers_and_their_cursors_survive_a_reopen(open: Open, dir: &Path)
         .await
         .unwrap();
     assert!(next.id > fired.id, "trigger ids are never reused");
+}
+
+fn key_record(id: &str) -> ApiKeyRecord {
+    ApiKeyRecord {
+        id: id.into(),
+        secret_sha256: [7; 32],
+        name: String::new(),
+        permissions: vec!["jobs".into()],
+        tenants: None,
+        created_at: 1,
+        rate_limit: None,
+    }
+}
+
+/// Every record of a snapshot, sorted so that two snapshots compare.
+fn read_all(snapshot: Snapshot) -> Vec<StoredRecord> {
+    let mut records: Vec<StoredRecord> = snapshot.map(|r| r.expect("readable")).collect();
+    records.sort();
+    records
+}
+
+pub async fn a_snapshot_shows_no_write_made_after_it_started(open: Open, dir: &Path) {
+    let store = open(dir);
+    let ids = store
+        .create((0..3).map(|_| new_job("t", "acme")).collect())
+        .await
+        .unwrap();
+    store.put_api_key(&key_record("k1")).unwrap();
+    store.put_component(&[9; 32], b"abc").unwrap();
+    let trigger = store
+        .create_trigger(every_minute("t", "acme"))
+        .await
+        .unwrap();
+    let before = read_all(store.snapshot().unwrap());
+    assert!(!before.is_empty());
+
+    let mut snapshot = store.snapshot().unwrap();
+    let first = snapshot.next().expect("a record").expect("readable");
+    // Writes of every kind, both to what the snapshot has read and to what it has not.
+    store.activate(activation("t", 1)).await.unwrap();
+    let complete = Event::Complete {
+        lease: Some(1),
+        result: "{}".into(),
+    };
+    store
+        .apply(ids[0], TenantScope::All, complete)
+        .await
+        .unwrap();
+    store
+        .apply(ids[1], TenantScope::All, Event::Cancel)
+        .await
+        .unwrap();
+    store.create(vec![new_job("t", "beta")]).await.unwrap();
+    fire_first(&store, &trigger).await.expect("fired");
+    assert!(store.delete_api_key("k1").unwrap());
+    store.put_api_key(&key_record("k2")).unwrap();
+    store.put_component(&[8; 32], b"def").unwrap();
+    let mut during = vec![first];
+    during.extend(snapshot.map(|r| r.expect("readable")));
+    during.sort();
+    assert_eq!(during, before);
+    assert_ne!(read_all(store.snapshot().unwrap()), before);
 }

@@ -11,19 +11,24 @@
 //!   within milliseconds, from an ordered due-time index;
 //! - a job outside the caller's [`TenantScope`] is reported as not found;
 //! - a trigger's fire creates its jobs and advances its cursor in one atomic write, and only
-//!   if the cursor is still where the scheduler saw it, so no fire happens twice.
+//!   if the cursor is still where the scheduler saw it, so no fire happens twice;
+//! - a snapshot holds every record as of one moment between two atomic writes, however long
+//!   it takes to read and whatever is written meanwhile.
 //!
 //! [`sled_store::SledStore`] is the embedded implementation.
 
 #[cfg(test)]
 pub mod conformance;
 pub mod index;
+#[cfg(test)]
+mod properties;
 mod sled_store;
 
-pub use sled_store::SledStore;
+pub use sled_store::{SledLoader, SledStore};
 
 use async_trait::async_trait;
 
+use crate::audit::{AuditEntry, AuditPage, AuditQuery};
 use crate::handler::HandlerRecord;
 use crate::job::state::{Event, Refusal};
 use crate::job::{AttemptLog, EpochMs, Job, JobId, JobRecord, JobState, NewJob, TenantScope};
@@ -152,7 +157,21 @@ pub struct ApiKeyRecord {
     /// `None`: every tenant.
     pub tenants: Option<Vec<String>>,
     pub created_at: EpochMs,
+    /// `None`: the server's default rate limit.
+    pub rate_limit: Option<crate::rate_limit::RateLimit>,
 }
+
+/// One stored record as a snapshot carries it: the part of the store it belongs to, its key and
+/// its value, opaque outside the implementation that wrote them.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct StoredRecord {
+    pub section: String,
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+}
+
+/// The records of a snapshot, read as they are consumed; dropping it ends the snapshot.
+pub type Snapshot = Box<dyn Iterator<Item = Result<StoredRecord, StoreError>> + Send>;
 
 /// What is written together with an applied event, if (and only if) it applies.
 #[derive(Clone, Debug, Default)]
@@ -263,6 +282,17 @@ pub trait JobStore: Send + Sync + 'static {
     fn triggers(&self) -> Result<Vec<TriggerRecord>, StoreError>;
 
     fn trigger(&self, id: TriggerId) -> Result<Option<TriggerRecord>, StoreError>;
+
+    /// Every stored record as of this moment, for a backup. Reading it holds up no write and
+    /// shows none made after this call; it stops at the first error.
+    fn snapshot(&self) -> Result<Snapshot, StoreError>;
+
+    /// Appends an entry to the audit trail durably, under an id larger than every earlier
+    /// entry's; answers the entry with its id.
+    fn record_audit(&self, entry: AuditEntry) -> Result<AuditEntry, StoreError>;
+
+    /// The entries of the audit trail matching the query, newest first.
+    fn audit_trail(&self, query: &AuditQuery) -> Result<AuditPage, StoreError>;
 
     /// Flushes everything and stops; later calls fail with [`StoreError::Closed`].
     async fn close(&self) -> Result<(), StoreError>;

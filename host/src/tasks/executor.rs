@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
+use super::cpu_lanes::CpuLanes;
 use crate::job::state::Event;
 use crate::job::{AttemptLog, Job, JobId, JobPayload, NewJob, TenantScope, now_ms};
 use crate::metrics::Metrics;
@@ -106,6 +107,9 @@ pub struct ExecutorConfig {
     pub max_attempts_per_tenant: usize,
     /// How long running attempts may go on after shutdown begins.
     pub shutdown_grace: Duration,
+    /// Attempts running guest code at once, tenants taking turns (see [`super::cpu_lanes`]);
+    /// 0: attempts run whenever the async runtime polls them.
+    pub cpu_lanes: usize,
     /// Where attempt durations are recorded.
     pub metrics: Arc<Metrics>,
 }
@@ -118,6 +122,7 @@ pub struct Executor {
     config: ExecutorConfig,
     global: Arc<Semaphore>,
     tenants: Mutex<HashMap<String, Arc<Semaphore>>>,
+    lanes: Option<Arc<CpuLanes>>,
     metrics: Arc<Metrics>,
 }
 
@@ -135,6 +140,7 @@ impl Executor {
             registry,
             attempts,
             global: Arc::new(Semaphore::new(config.max_attempts.max(1))),
+            lanes: (config.cpu_lanes > 0).then(|| CpuLanes::new(config.cpu_lanes)),
             metrics: config.metrics.clone(),
             config,
             tenants: Mutex::default(),
@@ -309,9 +315,19 @@ impl Executor {
             timeout,
             fuel: version.limits.fuel,
         };
+        let turns = self
+            .lanes
+            .as_ref()
+            .map(|lanes| lanes.for_tenant(&record.tenant));
         let result = self
             .runtime
-            .run(&handler.compiled, &input, limits, guard.interrupt.clone())
+            .run_taking_turns(
+                &handler.compiled,
+                &input,
+                limits,
+                guard.interrupt.clone(),
+                turns,
+            )
             .await;
         self.metrics.observe_attempt(
             &record.job_type,
@@ -437,6 +453,13 @@ fn completion(
     };
     if let Some(status) = status {
         result.insert("status".into(), serde_json::Value::String(status));
+    }
+    if follow_ups.len() > crate::job::limits::MAX_FOLLOW_UPS {
+        return Err(format!(
+            "the handler asked for {} follow-up jobs; at most {} are created",
+            follow_ups.len(),
+            crate::job::limits::MAX_FOLLOW_UPS
+        ));
     }
     let now = now_ms();
     let mut jobs = Vec::with_capacity(follow_ups.len());

@@ -1,9 +1,12 @@
 //! The embedded store: sled 0.34 on local disk, one process per data directory.
 //!
 //! Changes go through the single [`writer`] thread and its group-committing flusher; reads
-//! (`get`, `list`, API keys) go straight to sled from the caller's thread.
+//! (`get`, `list`, API keys) go straight to sled from the caller's thread. Every write, the
+//! writer's batches and the rare direct ones alike, passes the [`snapshot`] gate, so that a
+//! backup sees one point in time.
 
 mod codec;
+mod snapshot;
 mod writer;
 
 use std::path::Path;
@@ -14,20 +17,29 @@ use async_trait::async_trait;
 use tokio::sync::oneshot;
 
 use self::codec::{ATTEMPT_PREFIX, TRIGGER_PREFIX, io, payload_key, record_key};
+pub use self::snapshot::SledLoader;
+use self::snapshot::Snapshots;
 use self::writer::{Command, Poison, Writer};
 use super::index::{IndexStats, JobIndex};
 use super::{
-    Activation, ApiKeyRecord, ApplyError, DueFire, Extras, JobStore, ListPage, ListQuery,
+    Activation, ApiKeyRecord, ApplyError, DueFire, Extras, JobStore, ListPage, ListQuery, Snapshot,
     StoreError, TriggerError,
 };
+use crate::audit::{AuditEntry, AuditPage, AuditQuery};
 use crate::handler::HandlerRecord;
 use crate::job::state::Event;
 use crate::job::{AttemptLog, EpochMs, Job, JobId, JobPayload, JobRecord, NewJob, TenantScope};
 use crate::metrics::Metrics;
 use crate::trigger::{TriggerId, TriggerRecord};
 
+/// Audit entries one page reads at most before answering with what it found so far.
+const AUDIT_SCAN_PER_PAGE: usize = 20_000;
+
 /// Memory sled may use for its page cache.
 const CACHE_BYTES: u64 = 512 * 1024 * 1024;
+
+/// sled's own tree, which the store does not use.
+const SLED_DEFAULT_TREE: &[u8] = b"__sled__default";
 
 pub struct SledStore {
     db: sled::Db,
@@ -35,10 +47,15 @@ pub struct SledStore {
     api_keys: sled::Tree,
     handlers: sled::Tree,
     components: sled::Tree,
+    audit: sled::Tree,
+    /// The next audit entry's id: one past the last stored, so a restored store goes on
+    /// from its trail rather than from sled's id counter, which a snapshot does not carry.
+    next_audit_id: std::sync::atomic::AtomicU64,
     commands: Sender<Command>,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     /// Listing and statistics indexes, kept by the writer.
     index: Arc<RwLock<JobIndex>>,
+    snapshots: Arc<Snapshots>,
 }
 
 impl Drop for SledStore {
@@ -63,9 +80,25 @@ impl SledStore {
         let api_keys = db.open_tree("api_keys").map_err(io)?;
         let handlers = db.open_tree("handlers").map_err(io)?;
         let components = db.open_tree("components").map_err(io)?;
+        let audit = db.open_tree("audit").map_err(io)?;
+        let last_audit_id = match audit.last().map_err(io)? {
+            Some((key, _)) => u64::from_be_bytes(
+                key.as_ref()
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("malformed audit key".into()))?,
+            ),
+            None => 0,
+        };
         let poison: Poison = Arc::new(Mutex::new(None));
         let index = Arc::new(RwLock::new(JobIndex::default()));
-        let writer = Writer::recover(jobs.clone(), poison.clone(), index.clone(), metrics)?;
+        let snapshots = Arc::new(Snapshots::default());
+        let writer = Writer::recover(
+            jobs.clone(),
+            poison.clone(),
+            index.clone(),
+            metrics,
+            snapshots.clone(),
+        )?;
         let (commands, command_queue) = mpsc::channel();
         let (groups, group_queue) = mpsc::channel();
         let flusher_db = db.clone();
@@ -84,9 +117,12 @@ impl SledStore {
             api_keys,
             handlers,
             components,
+            audit,
+            next_audit_id: std::sync::atomic::AtomicU64::new(last_audit_id + 1),
             commands,
             threads: Mutex::new(vec![writer, flusher]),
             index,
+            snapshots,
         })
     }
 
@@ -111,13 +147,17 @@ impl SledStore {
         key: &[u8],
         value: &[u8],
     ) -> Result<(), StoreError> {
+        let gate = self.snapshots.before_write(tree, [key]);
         tree.insert(key, value).map_err(io)?;
+        drop(gate);
         self.db.flush().map_err(io)?;
         Ok(())
     }
 
     fn remove_durably(&self, tree: &sled::Tree, key: &[u8]) -> Result<bool, StoreError> {
+        let gate = self.snapshots.before_write(tree, [key]);
         let existed = tree.remove(key).map_err(io)?.is_some();
+        drop(gate);
         self.db.flush().map_err(io)?;
         Ok(existed)
     }
@@ -175,6 +215,34 @@ fn decode_all<T: serde::de::DeserializeOwned>(tree: &sled::Tree) -> Result<Vec<T
     tree.iter()
         .map(|entry| codec::decode(&entry.map_err(io)?.1))
         .collect()
+}
+
+/// An API key as stored before keys had rate limits.
+#[derive(serde::Deserialize)]
+struct ApiKeyRecordWithoutRate {
+    id: String,
+    secret_sha256: [u8; 32],
+    name: String,
+    permissions: Vec<String>,
+    tenants: Option<Vec<String>>,
+    created_at: EpochMs,
+}
+
+/// Decodes a key in the current layout, or in the one before rate limits (postcard is not
+/// self-describing, so a record without the trailing field fails the current layout).
+fn decode_api_key(bytes: &[u8]) -> Result<ApiKeyRecord, StoreError> {
+    codec::decode(bytes).or_else(|error| {
+        let old: ApiKeyRecordWithoutRate = codec::decode(bytes).map_err(|_| error)?;
+        Ok(ApiKeyRecord {
+            id: old.id,
+            secret_sha256: old.secret_sha256,
+            name: old.name,
+            permissions: old.permissions,
+            tenants: old.tenants,
+            created_at: old.created_at,
+            rate_limit: None,
+        })
+    })
 }
 
 /// Hands back the leases of an activation whose caller stopped waiting after the store had
@@ -312,7 +380,10 @@ impl JobStore for SledStore {
     }
 
     fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
-        decode_all(&self.api_keys)
+        self.api_keys
+            .iter()
+            .map(|entry| decode_api_key(&entry.map_err(io)?.1))
+            .collect()
     }
 
     fn put_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
@@ -402,6 +473,62 @@ impl JobStore for SledStore {
         }
     }
 
+    fn record_audit(&self, mut entry: AuditEntry) -> Result<AuditEntry, StoreError> {
+        entry.id = self
+            .next_audit_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.insert_durably(&self.audit, &entry.id.to_be_bytes(), &codec::encode(&entry))?;
+        Ok(entry)
+    }
+
+    fn audit_trail(&self, query: &AuditQuery) -> Result<AuditPage, StoreError> {
+        let older = match query.before {
+            Some(before) => self.audit.range(..before.to_be_bytes()),
+            None => self.audit.iter(),
+        };
+        let mut entries = Vec::new();
+        let mut scanned = 0;
+        for item in older.rev() {
+            let entry: AuditEntry = codec::decode(&item.map_err(io)?.1)?;
+            scanned += 1;
+            if query.matches(&entry) {
+                entries.push(entry);
+                if entries.len() >= query.limit {
+                    let next_before = entries.last().map(|e| e.id);
+                    return Ok(AuditPage {
+                        entries,
+                        next_before,
+                    });
+                }
+            } else if scanned >= AUDIT_SCAN_PER_PAGE {
+                // A reader of a rare tenant pages on instead of one request reading everything.
+                return Ok(AuditPage {
+                    entries,
+                    next_before: Some(entry.id),
+                });
+            }
+        }
+        Ok(AuditPage {
+            entries,
+            next_before: None,
+        })
+    }
+
+    fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        // Every tree, so a tree added by a later feature is never left out of a backup.
+        let mut names = self.db.tree_names();
+        names.retain(|name| name != SLED_DEFAULT_TREE);
+        names.sort();
+        let trees = names
+            .iter()
+            .map(|name| self.db.open_tree(name).map_err(io))
+            .collect::<Result<_, _>>()?;
+        let snapshot = self.snapshots.start(trees);
+        // What the snapshot holds was applied; once flushed it is also what a crash would keep.
+        self.db.flush().map_err(io)?;
+        Ok(Box::new(snapshot))
+    }
+
     async fn close(&self) -> Result<(), StoreError> {
         let (reply, answer) = oneshot::channel();
         self.send(Command::Close { reply })?;
@@ -425,4 +552,30 @@ mod tests {
     }
 
     crate::store::conformance::suite!(open);
+
+    #[derive(serde::Serialize)]
+    struct KeyBeforeRateLimits {
+        id: String,
+        secret_sha256: [u8; 32],
+        name: String,
+        permissions: Vec<String>,
+        tenants: Option<Vec<String>>,
+        created_at: EpochMs,
+    }
+
+    #[test]
+    fn a_key_stored_before_rate_limits_reads_back_unlimited() {
+        let old = KeyBeforeRateLimits {
+            id: "k".into(),
+            secret_sha256: [3; 32],
+            name: "ci".into(),
+            permissions: vec!["jobs".into()],
+            tenants: Some(vec!["acme".into()]),
+            created_at: 7,
+        };
+        let key = decode_api_key(&codec::encode(&old)).unwrap();
+        assert_eq!(key.id, "k");
+        assert_eq!(key.tenants, Some(vec!["acme".to_string()]));
+        assert_eq!(key.rate_limit, None);
+    }
 }

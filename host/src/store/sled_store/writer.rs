@@ -25,6 +25,7 @@ use super::codec::{
     self, ID_RESERVATION_KEY, NEXT_TRIGGER_ID_KEY, PROCESS_PREFIX, RECORD_PREFIX, TRIGGER_PREFIX,
     attempt_key, payload_key, record_key, trigger_key,
 };
+use super::snapshot::{BatchKeys, Snapshots};
 use crate::job::state::{self, Event};
 use crate::job::{EpochMs, JobId, JobRecord, JobState, NewJob, TenantScope, now_ms};
 use crate::metrics::{Metrics, Transition};
@@ -173,6 +174,9 @@ pub(super) struct Writer {
     next_trigger_id: TriggerId,
     batch: sled::Batch,
     writes: usize,
+    /// The keys `batch` writes, and the snapshots that may need their old values.
+    batch_keys: BatchKeys,
+    snapshots: Arc<Snapshots>,
     /// The listing indexes, and this group's changes to them (applied once the batch is).
     index: Arc<RwLock<JobIndex>>,
     index_changes: Vec<IndexedJob>,
@@ -194,6 +198,7 @@ impl Writer {
         poison: Poison,
         index: Arc<RwLock<JobIndex>>,
         metrics: Arc<Metrics>,
+        snapshots: Arc<Snapshots>,
     ) -> Result<Writer, StoreError> {
         let reserved_until = match tree.get(ID_RESERVATION_KEY).map_err(codec::io)? {
             Some(bytes) => u64::from_be_bytes(
@@ -227,6 +232,8 @@ impl Writer {
             next_trigger_id,
             batch: sled::Batch::default(),
             writes: 0,
+            batch_keys: BatchKeys::default(),
+            snapshots,
             index: index.clone(),
             index_changes: Vec::new(),
             process_changes: Vec::new(),
@@ -410,9 +417,8 @@ impl Writer {
         trigger.id = self.next_trigger_id;
         trigger.revision = 1;
         self.next_trigger_id += 1;
-        self.batch
-            .insert(NEXT_TRIGGER_ID_KEY, &self.next_trigger_id.to_be_bytes());
-        self.writes += 1;
+        let next_trigger_id = self.next_trigger_id.to_be_bytes();
+        self.write(NEXT_TRIGGER_ID_KEY, &next_trigger_id);
         self.trigger_names.insert(name, trigger.id);
         self.put_trigger(trigger.clone());
         Ok(trigger)
@@ -462,6 +468,7 @@ impl Writer {
             .ok_or(TriggerError::NotFound(id))?;
         self.trigger_names
             .remove(&(trigger.tenant.clone(), trigger.name.clone()));
+        self.batch_keys.push(&trigger_key(id));
         self.batch.remove(&trigger_key(id));
         self.writes += 1;
         Ok(trigger)
@@ -521,18 +528,15 @@ impl Writer {
     }
 
     fn put_trigger(&mut self, trigger: TriggerRecord) {
-        self.batch
-            .insert(&trigger_key(trigger.id), codec::encode(&trigger));
-        self.writes += 1;
+        self.write(&trigger_key(trigger.id), codec::encode(&trigger));
         self.triggers.insert(trigger.id, trigger);
     }
 
     fn create(&mut self, job: NewJob, now: EpochMs) -> JobId {
         if self.next_id >= self.reserved_until {
             self.reserved_until = self.next_id + ID_BLOCK;
-            self.batch
-                .insert(ID_RESERVATION_KEY, &self.reserved_until.to_be_bytes());
-            self.writes += 1;
+            let reserved_until = self.reserved_until.to_be_bytes();
+            self.write(ID_RESERVATION_KEY, &reserved_until);
         }
         let id = self.next_id;
         self.next_id += 1;
@@ -562,18 +566,14 @@ impl Writer {
             failure_history: Vec::new(),
             result: None,
         };
-        self.batch
-            .insert(&payload_key(id), codec::encode(&job.payload));
-        self.writes += 1;
+        self.write(&payload_key(id), codec::encode(&job.payload));
         let process = &job.payload.process;
         if !process.process_instance_key.is_empty() || !process.element_id.is_empty() {
             let names = (
                 process.process_instance_key.clone(),
                 process.element_id.clone(),
             );
-            self.batch
-                .insert(&codec::prefixed(PROCESS_PREFIX, id), codec::encode(&names));
-            self.writes += 1;
+            self.write(&codec::prefixed(PROCESS_PREFIX, id), codec::encode(&names));
             self.process_changes.push((id, names.0, names.1));
         }
         self.put(record);
@@ -586,11 +586,10 @@ impl Writer {
             self.create(job, now);
         }
         if let Some(attempt) = extras.attempt {
-            self.batch.insert(
+            self.write(
                 &attempt_key(record.id, attempt.attempt),
                 codec::encode(&attempt),
             );
-            self.writes += 1;
         }
     }
 
@@ -623,9 +622,7 @@ impl Writer {
             self.unindex(old);
         }
         self.closed_in_group.remove(&record.id);
-        self.batch
-            .insert(&record_key(record.id), codec::encode(&record));
-        self.writes += 1;
+        self.write(&record_key(record.id), codec::encode(&record));
         // An open job's tenant and type are known to the index already.
         self.index_changes.push(IndexedJob {
             id: record.id,
@@ -648,6 +645,13 @@ impl Writer {
         } else {
             self.closed_in_group.insert(record.id, record);
         }
+    }
+
+    /// Adds a write to the group's batch.
+    fn write(&mut self, key: &[u8], value: impl Into<sled::IVec>) {
+        self.batch_keys.push(key);
+        self.batch.insert(key, value);
+        self.writes += 1;
     }
 
     fn index(&mut self, record: &JobRecord) {
@@ -806,7 +810,12 @@ impl Writer {
         // The index is locked across the write, so a listing (which reads the index and then
         // the records under the same lock) sees the batch in both or in neither.
         let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
+        let gate = self
+            .snapshots
+            .before_write(&self.tree, self.batch_keys.iter());
         let result = self.tree.apply_batch(batch);
+        drop(gate);
+        self.batch_keys.clear();
         self.closed_in_group.clear();
         let changes = std::mem::take(&mut self.index_changes);
         let processes = std::mem::take(&mut self.process_changes);
