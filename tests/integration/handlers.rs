@@ -388,7 +388,6 @@ async fn bad_uploads_are_rejected_with_precise_messages_and_register_nothing() {
         ),
         (plugin("bad-import"), "type=t", "imports acme:evil/backdoor"),
         (plugin("wrong-world"), "type=t", "job-handler world"),
-        (vec![0u8; 400_000], "type=t", "at most 300000"),
         (
             plugin("echo"),
             "type=t&memory_mb=100000",
@@ -419,6 +418,15 @@ async fn bad_uploads_are_rejected_with_precise_messages_and_register_nothing() {
             "{query}: {text}"
         );
     }
+    let oversized = rest
+        .upload("/api/v1/handlers?type=t", vec![0u8; 400_000])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        oversized.starts_with("PAYLOAD_TOO_LARGE") && oversized.contains("at most 300000"),
+        "{oversized}"
+    );
     let list = rest
         .call(reqwest::Method::GET, "/api/v1/handlers", None)
         .await
