@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use futures::{StreamExt, TryStreamExt};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -52,6 +53,8 @@ const HOLD_ONE_IN: u32 = 25;
 const LATE_MARGIN_MS: i64 = 100;
 /// Longest wait for a start: the first one compiles the example handlers.
 const START_BOUND: Duration = Duration::from_secs(120);
+/// Concurrent GetJob calls when reading many jobs.
+const READERS: usize = 16;
 /// Pause between two looks at the jobs not yet finished while draining.
 const DRAIN_POLL: Duration = Duration::from_millis(200);
 
@@ -151,7 +154,7 @@ impl ChaosReport {
              creates       sent {:>8}  acknowledged {:>8}  found as created {:>8}\n\
              echo (Wasm)                    acknowledged {:>8}  completed once   {:>8}\n\
              completions   sent {:>8}  acknowledged {:>8}  with that result {:>8}\n\
-             completions refused for a stale lease {} (of them sent late on purpose {})\n\
+             completions refused for a stale lease {}, sent after the lease on purpose {}\n\
              {}\n\
              result: {verdict}",
             self.seed,
@@ -246,18 +249,17 @@ pub async fn run(options: &ChaosOptions) -> Result<ChaosReport, ChaosError> {
     let server = start(options, options.cycles == 0).await?;
     let drain_started = Instant::now();
     let traffic = Traffic::start(&server.grpc_url, options, &shared, "drain", 0, rng.random())?;
-    let mut client = connect(&server.grpc_url)?;
-    let drained = drain(&mut client, &shared, options.drain_timeout).await;
+    let client = connect(&server.grpc_url)?;
+    let drained = drain(&client, &shared, options.drain_timeout).await;
     let drain_seconds = drain_started.elapsed().as_secs_f64();
     traffic.stop().await;
     drained?;
-    let keys = shared.ledger().keys();
-    let mut found = HashMap::new();
-    for key in keys {
-        if let Some(job) = get(&mut client, &key).await? {
-            found.insert(key, job);
-        }
-    }
+    let keys = shared.ledger().keys().into_iter().collect();
+    let found: HashMap<String, pb::Job> = read_all(&client, keys)
+        .await?
+        .into_iter()
+        .filter_map(|(key, job)| Some((key, job?)))
+        .collect();
     server.kill()?;
     let ledger = shared.ledger();
     Ok(ChaosReport {
@@ -323,22 +325,41 @@ async fn get(client: &mut Client, key: &str) -> Result<Option<pb::Job>, ChaosErr
     }
 }
 
+/// Reads jobs, several at a time (a long run acknowledges hundreds of thousands).
+async fn read_all(
+    client: &Client,
+    keys: Vec<String>,
+) -> Result<Vec<(String, Option<pb::Job>)>, ChaosError> {
+    futures::stream::iter(keys)
+        .map(|key| {
+            let mut client = client.clone();
+            async move {
+                let job = get(&mut client, &key).await?;
+                Ok((key, job))
+            }
+        })
+        .buffer_unordered(READERS)
+        .try_collect()
+        .await
+}
+
 /// Waits, at most `bound`, until every job something was acknowledged about is finished or
 /// unknown to the server (which the judgement reports).
-async fn drain(client: &mut Client, shared: &Shared, bound: Duration) -> Result<(), ChaosError> {
+async fn drain(client: &Client, shared: &Shared, bound: Duration) -> Result<(), ChaosError> {
     let deadline = Instant::now() + bound;
     let mut pending: Vec<String> = shared.ledger().keys().into_iter().collect();
     let rounds = bound.as_millis() / DRAIN_POLL.as_millis() + 1;
     for _ in 0..rounds {
-        let mut unfinished = Vec::new();
-        for key in pending {
-            if let Some(job) = get(client, &key).await?
-                && !matches!(job.state.as_str(), "completed" | "failed" | "cancelled")
-            {
-                unfinished.push(key);
-            }
-        }
-        pending = unfinished;
+        pending = read_all(client, pending)
+            .await?
+            .into_iter()
+            .filter(|(_, job)| {
+                job.as_ref().is_some_and(|job| {
+                    !matches!(job.state.as_str(), "completed" | "failed" | "cancelled")
+                })
+            })
+            .map(|(key, _)| key)
+            .collect();
         if pending.is_empty() || Instant::now() >= deadline {
             break;
         }

@@ -163,10 +163,6 @@ struct ServeArgs {
     /// Wasm attempts running at once.
     #[arg(long, default_value_t = 64)]
     max_attempts: usize,
-    /// Wasm attempts running guest code at once, tenants taking turns every 5 ms (default:
-    /// the number of cores; 0: attempts share the cores without turns).
-    #[arg(long)]
-    cpu_lanes: Option<usize>,
     /// How long running Wasm attempts may finish after SIGTERM before they are interrupted.
     #[arg(long, default_value_t = 10_000)]
     shutdown_grace_ms: u64,
@@ -250,12 +246,18 @@ struct BenchArgs {
     /// Idle triggers whose CPU cost is measured (0 skips it).
     #[arg(long, default_value_t = 10_000)]
     idle_triggers: usize,
+    /// Let the clients use the unlimited admin key instead of a rate-limited one.
+    #[arg(long)]
+    no_rate_limit: bool,
     /// Jobs a well-behaved tenant creates, alone and beside a hostile tenant (0 skips it).
     #[arg(long, default_value_t = 200)]
     hostile_good_jobs: usize,
     /// Jobs in the hostile tenant's backlog (loops, memory bombs, traps, output floods).
     #[arg(long, default_value_t = 2_000)]
     hostile_backlog: usize,
+    /// How long each hostile attempt may run (its loops run this long).
+    #[arg(long, default_value_t = 200)]
+    hostile_timeout_ms: u64,
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -572,9 +574,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .zip(args.tls_key)
         .map(|(cert, key)| jobhost::tls::TlsFiles { cert, key });
     config.max_attempts = args.max_attempts.max(1);
-    if let Some(lanes) = args.cpu_lanes {
-        config.cpu_lanes = lanes;
-    }
     config.quotas = args.quotas.quotas();
     if let (Some(rate), Some(burst)) = (args.rate_limit, args.rate_burst) {
         config.default_rate_limit =
@@ -605,11 +604,12 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         sandbox_samples: args.sandbox_samples,
         trigger_fires: args.trigger_fires,
         idle_triggers: args.idle_triggers,
+        rate_limited: !args.no_rate_limit,
         hostile: jobhost::bench::hostile::HostileOptions {
             good_jobs: args.hostile_good_jobs,
             good_interval: std::time::Duration::from_millis(10),
             backlog: args.hostile_backlog,
-            hostile_timeout_ms: 200,
+            hostile_timeout_ms: args.hostile_timeout_ms.max(1),
         },
     };
     let report = jobhost::bench::run(options).await?;

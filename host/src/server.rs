@@ -41,8 +41,6 @@ pub struct Config {
     pub admin_key: Option<String>,
     /// Wasm attempts running at once on this server.
     pub max_attempts: usize,
-    /// Wasm attempts running guest code at once, tenants taking turns; 0: no turns.
-    pub cpu_lanes: usize,
     /// What one tenant or key may hold at once.
     pub quotas: Quotas,
     /// The request rate of keys created without a limit of their own; `None`: unlimited.
@@ -68,7 +66,6 @@ impl Config {
             http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             admin_key: None,
             max_attempts: 64,
-            cpu_lanes: std::thread::available_parallelism().map_or(2, |n| n.get()),
             quotas: Quotas::default(),
             default_rate_limit: None,
             shutdown_grace: Duration::from_secs(10),
@@ -214,7 +211,6 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         ExecutorConfig {
             max_attempts: config.max_attempts,
             max_attempts_per_tenant: config.quotas.attempts_per_tenant,
-            cpu_lanes: config.cpu_lanes,
             shutdown_grace: config.shutdown_grace,
             metrics: metrics.clone(),
         },

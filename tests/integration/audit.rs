@@ -27,17 +27,6 @@ fn id_of(key: &str) -> String {
     key.split('_').nth(1).unwrap().to_string()
 }
 
-async fn acme_job(client: &mut Client) -> String {
-    let mut request = create_request("t", "{}");
-    request.tenant_id = "acme".into();
-    client
-        .create_job(admin(request))
-        .await
-        .unwrap()
-        .into_inner()
-        .job_key
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_administrative_act_is_audited_with_the_acting_key() {
     let server = TestServer::start().await;
@@ -79,7 +68,7 @@ async fn every_administrative_act_is_audited_with_the_acting_key() {
     .await
     .unwrap();
     let mut client = server.client().await;
-    let cancelled = acme_job(&mut client).await;
+    let cancelled = create_in(&mut client, "acme", "t", "{}").await;
     rest.call(
         Method::POST,
         &format!("/api/v1/jobs/{cancelled}/cancel"),
@@ -87,7 +76,7 @@ async fn every_administrative_act_is_audited_with_the_acting_key() {
     )
     .await
     .unwrap();
-    let retried = acme_job(&mut client).await;
+    let retried = create_in(&mut client, "acme", "t", "{}").await;
     rest.call(
         Method::PUT,
         &format!("/api/v1/jobs/{retried}/retries"),

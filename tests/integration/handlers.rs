@@ -7,18 +7,6 @@ use serde_json::Value;
 
 use crate::harness::*;
 
-/// Creates a job over gRPC in a tenant; returns its key.
-async fn create_in(client: &mut Client, tenant: &str, job_type: &str, variables: &str) -> String {
-    let mut request = create_request(job_type, variables);
-    request.tenant_id = tenant.into();
-    client
-        .create_job(admin(request))
-        .await
-        .unwrap()
-        .into_inner()
-        .job_key
-}
-
 /// The REST view of a job (with its attempts).
 async fn job_json(server: &TestServer, key: &str) -> Value {
     server

@@ -165,6 +165,23 @@ pub fn create_request(job_type: &str, variables: &str) -> CreateJobRequest {
     }
 }
 
+/// Creates a job over gRPC in a tenant, as the admin; returns its key.
+pub async fn create_in(
+    client: &mut Client,
+    tenant: &str,
+    job_type: &str,
+    variables: &str,
+) -> String {
+    let mut request = create_request(job_type, variables);
+    request.tenant_id = tenant.into();
+    client
+        .create_job(admin(request))
+        .await
+        .unwrap()
+        .into_inner()
+        .job_key
+}
+
 pub async fn create(client: &mut Client, job_type: &str, variables: &str) -> String {
     let response = client
         .create_job(admin(create_request(job_type, variables)))

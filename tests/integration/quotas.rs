@@ -54,17 +54,6 @@ async fn until_refused(server: &TestServer, key: &str, tenant: &str) -> String {
     panic!("the waiting long polls never filled the quota");
 }
 
-async fn create_in(client: &mut Client, tenant: &str, job_type: &str) -> String {
-    let mut request = create_request(job_type, "{}");
-    request.tenant_id = tenant.into();
-    client
-        .create_job(admin(request))
-        .await
-        .unwrap()
-        .into_inner()
-        .job_key
-}
-
 #[tokio::test]
 async fn a_ready_job_is_served_even_when_every_waiting_slot_is_taken() {
     let server = TestServer::start_with(|config| config.quotas.waiting_activations = 3).await;
@@ -74,7 +63,7 @@ async fn a_ready_job_is_served_even_when_every_waiting_slot_is_taken() {
     until_refused(&server, &globex, "globex").await;
 
     let mut client = server.client().await;
-    let key = create_in(&mut client, "globex", "ready").await;
+    let key = create_in(&mut client, "globex", "ready", "{}").await;
     let jobs = activate_with(
         &mut client,
         with_key(long_poll("ready", "globex", 5_000), &globex),
@@ -106,7 +95,7 @@ async fn a_tenant_at_its_waiting_quota_leaves_room_for_another_tenant_to_wait() 
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut client = server.client().await;
-    create_in(&mut client, "globex", "later").await;
+    create_in(&mut client, "globex", "later", "{}").await;
     let jobs = waiting.await.unwrap().expect("globex waits and is served");
     assert_eq!(jobs.len(), 1);
 }

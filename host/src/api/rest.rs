@@ -304,6 +304,23 @@ async fn render_metrics(State(api): State<Api>, headers: HeaderMap) -> Result<Re
         .into_response())
 }
 
+/// A whole-number query parameter, if given.
+fn query_number<T: std::str::FromStr>(
+    params: &HashMap<String, String>,
+    name: &str,
+) -> Result<Option<T>, ApiError> {
+    params
+        .get(name)
+        .map(|text| {
+            text.trim().parse().map_err(|_| {
+                ApiError(ServiceError::InvalidArgument(format!(
+                    "{name} must be a whole number in range, got '{text}'"
+                )))
+            })
+        })
+        .transpose()
+}
+
 fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
     let text: &[u8] = if bytes.is_empty() { b"{}" } else { bytes };
     serde_json::from_slice(text).map_err(|e| {
@@ -441,16 +458,7 @@ async fn list_jobs(
 ) -> Reply<JobsListing> {
     let caller = caller(&api, &headers)?;
     let text = |name: &str| params.get(name).cloned();
-    let number = |name: &str| -> Result<Option<i64>, ApiError> {
-        match params.get(name) {
-            None => Ok(None),
-            Some(text) => text.trim().parse().map(Some).map_err(|_| {
-                ApiError(ServiceError::InvalidArgument(format!(
-                    "{name} must be a whole number, got '{text}'"
-                )))
-            }),
-        }
-    };
+    let number = |name: &str| query_number::<i64>(&params, name);
     let request = service::ListJobs {
         state: text("state").or_else(|| text("status")),
         job_type: text("type"),
@@ -713,18 +721,7 @@ async fn audit_trail(
     Query(params): Query<HashMap<String, String>>,
 ) -> Reply<AuditTrail> {
     let caller = caller(&api, &headers)?;
-    let number = |name: &str| -> Result<Option<u64>, ApiError> {
-        params
-            .get(name)
-            .map(|text| {
-                text.trim().parse().map_err(|_| {
-                    ApiError(ServiceError::InvalidArgument(format!(
-                        "{name} must be a whole number, got '{text}'"
-                    )))
-                })
-            })
-            .transpose()
-    };
+    let number = |name: &str| query_number::<u64>(&params, name);
     let request = service::AuditRequest {
         tenant_id: params.get("tenant_id").cloned(),
         action: params.get("action").cloned(),
@@ -850,27 +847,8 @@ async fn deploy_handler(
     bytes: Bytes,
 ) -> Reply<HandlerView> {
     let caller = caller(&api, &headers)?;
-    let number = |name: &str| -> Result<Option<u64>, ApiError> {
-        match params.get(name) {
-            None => Ok(None),
-            Some(text) => text.trim().parse().map(Some).map_err(|_| {
-                ApiError(ServiceError::InvalidArgument(format!(
-                    "{name} must be a whole number, got '{text}'"
-                )))
-            }),
-        }
-    };
-    let small = |name: &str| -> Result<Option<u32>, ApiError> {
-        number(name)?
-            .map(|n| {
-                u32::try_from(n).map_err(|_| {
-                    ApiError(ServiceError::InvalidArgument(format!(
-                        "{name} is too large"
-                    )))
-                })
-            })
-            .transpose()
-    };
+    let number = |name: &str| query_number::<u64>(&params, name);
+    let small = |name: &str| query_number::<u32>(&params, name);
     let deployment = Deployment {
         job_type: params.get("type").cloned().unwrap_or_default(),
         tenant_id: params

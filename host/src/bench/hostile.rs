@@ -1,13 +1,13 @@
 //! `jobhost bench` under hostile tenants: how long a well-behaved tenant's new Wasm jobs take
 //! from creation to completion, alone and while another tenant runs endless loops, memory
-//! bombs, traps and output floods behind a deep backlog — with CPU lanes and without them.
+//! bombs, traps and output floods behind a deep backlog.
 
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tonic::transport::Channel;
 
-use super::{BenchError, Client, KEY, keyed, quantile};
+use super::{BenchError, Client, KEY, quantile};
 use crate::api::grpc::pb;
 use crate::api::grpc::pb::jobs_service_client::JobsServiceClient;
 use crate::client::RestClient;
@@ -55,7 +55,7 @@ pub struct HostileOptions {
 /// Created-to-completed times of the well-behaved tenant's jobs, in ms (the job's timestamps
 /// are whole milliseconds).
 #[derive(Clone, Debug, Default, Serialize)]
-pub struct Latencies {
+pub struct HostileReport {
     pub alone_p50_ms: f64,
     pub alone_p99_ms: f64,
     pub beside_hostile_p50_ms: f64,
@@ -64,35 +64,15 @@ pub struct Latencies {
     pub hostile_attempts_ended: u64,
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct HostileReport {
-    pub cpu_lanes: usize,
-    pub with_lanes: Latencies,
-    pub without_lanes: Latencies,
-}
-
-/// Measures with the server's default CPU lanes and with lanes off, each on a fresh server.
+/// Measures on a fresh server of its own.
 pub async fn run(options: &HostileOptions) -> Result<HostileReport, BenchError> {
-    let lanes = Config::local(".").cpu_lanes;
     if options.good_jobs == 0 {
         return Ok(HostileReport::default());
     }
-    Ok(HostileReport {
-        cpu_lanes: lanes,
-        with_lanes: measure(options, lanes).await?,
-        without_lanes: measure(options, 0).await?,
-    })
-}
-
-async fn measure(options: &HostileOptions, cpu_lanes: usize) -> Result<Latencies, BenchError> {
-    let dir = std::env::temp_dir().join(format!(
-        "jobhost-bench-hostile-{}-{cpu_lanes}",
-        std::process::id()
-    ));
+    let dir = std::env::temp_dir().join(format!("jobhost-bench-hostile-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let mut config = Config::local(&dir);
     config.admin_key = Some(KEY.into());
-    config.cpu_lanes = cpu_lanes;
     let server = start(config).await?;
     let channel = Channel::from_shared(format!("http://{}", server.grpc_addr))
         .expect("valid address")
@@ -102,6 +82,14 @@ async fn measure(options: &HostileOptions, cpu_lanes: usize) -> Result<Latencies
     let rest = RestClient::new(&format!("http://{}", server.http_addr), Some(KEY.into()));
     let (_, echo) = crate::examples::EXAMPLES[0];
     deploy(&rest, GOOD_TENANT, "echo", echo, 30_000).await?;
+    let alone = good_phase(&mut client, options).await?;
+    // The backlog is queued before its handlers arrive, so all of it is there at once.
+    let weights: usize = HOSTILE.iter().map(|(_, _, share)| share).sum();
+    for (job_type, _, share) in HOSTILE {
+        for _ in 0..options.backlog * share / weights {
+            create(&mut client, HOSTILE_TENANT, job_type).await?;
+        }
+    }
     for (job_type, component, _) in HOSTILE {
         deploy(
             &rest,
@@ -112,14 +100,6 @@ async fn measure(options: &HostileOptions, cpu_lanes: usize) -> Result<Latencies
         )
         .await?;
     }
-
-    let alone = good_phase(&mut client, options).await?;
-    let weights: usize = HOSTILE.iter().map(|(_, _, share)| share).sum();
-    for (job_type, _, share) in HOSTILE {
-        for _ in 0..options.backlog * share / weights {
-            create(&mut client, HOSTILE_TENANT, job_type).await?;
-        }
-    }
     // Let the hostile attempts take every slot they may hold before measuring.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let ended_before = hostile_ended(&mut client).await?;
@@ -127,13 +107,22 @@ async fn measure(options: &HostileOptions, cpu_lanes: usize) -> Result<Latencies
     let ended = hostile_ended(&mut client).await? - ended_before;
     server.shutdown().await?;
     let _ = std::fs::remove_dir_all(&dir);
-    Ok(Latencies {
+    Ok(HostileReport {
         alone_p50_ms: quantile(&alone, 0.5),
         alone_p99_ms: quantile(&alone, 0.99),
         beside_hostile_p50_ms: quantile(&beside, 0.5),
         beside_hostile_p99_ms: quantile(&beside, 0.99),
         hostile_attempts_ended: ended,
     })
+}
+
+/// A request as the admin: the hostile run's servers know no other key.
+fn keyed<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("x-api-key", KEY.parse().expect("ascii"));
+    request
 }
 
 async fn deploy(

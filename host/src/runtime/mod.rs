@@ -39,21 +39,6 @@ pub const OUTPUT_LIMIT: usize = 64 * 1024;
 /// Instances, tables and memories one attempt may create.
 const INSTANCES_PER_ATTEMPT: usize = 32;
 
-/// A turn to run guest code, held while it runs and given back when dropped.
-pub type Turn = Box<dyn std::any::Any + Send>;
-
-/// Where attempts take turns to run guest code, so that the cores are shared fairly.
-pub trait CpuTurns: Send + Sync {
-    /// Waits for a turn.
-    fn take(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Turn> + Send>>;
-    /// Whether another attempt waits for a turn, so a running one should give its turn up.
-    fn contended(&self) -> bool;
-}
-
-fn lock_turn(turn: &std::sync::Mutex<Option<Turn>>) -> std::sync::MutexGuard<'_, Option<Turn>> {
-    turn.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 #[derive(Clone, Debug)]
 pub struct RuntimeConfig {
     /// Largest linear memory any handler may be given.
@@ -449,27 +434,13 @@ impl Runtime {
         Some(dir.join(format!("{sha256_hex}-{}.cwasm", self.engine_hash)))
     }
 
-    /// Runs one attempt in a fresh store, its guest code free to run whenever it is polled.
+    /// Runs one attempt in a fresh store.
     pub async fn run(
         &self,
         handler: &CompiledHandler,
         input: &AttemptInput,
         limits: AttemptLimits,
         interrupt: Arc<Interrupt>,
-    ) -> AttemptResult {
-        self.run_taking_turns(handler, input, limits, interrupt, None)
-            .await
-    }
-
-    /// Runs one attempt in a fresh store; its guest code runs only while it holds a turn from
-    /// `turns`, and gives the turn up at each epoch tick when others wait for one.
-    pub async fn run_taking_turns(
-        &self,
-        handler: &CompiledHandler,
-        input: &AttemptInput,
-        limits: AttemptLimits,
-        interrupt: Arc<Interrupt>,
-        turns: Option<Arc<dyn CpuTurns>>,
     ) -> AttemptResult {
         let started = Instant::now();
         let output = CapturedOutput::new(OUTPUT_LIMIT);
@@ -499,25 +470,11 @@ impl Runtime {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
         store.set_epoch_deadline(1);
-        let turn: Arc<std::sync::Mutex<Option<Turn>>> = Arc::default();
-        let ticking = (turns.clone(), turn.clone());
         store.epoch_deadline_callback(move |_| {
             if Instant::now() >= deadline {
-                return Ok(UpdateDeadline::Interrupt);
-            }
-            match &ticking.0 {
-                Some(turns) if turns.contended() => {
-                    let (turns, turn) = (turns.clone(), ticking.1.clone());
-                    Ok(UpdateDeadline::YieldCustom(
-                        1,
-                        Box::pin(async move {
-                            drop(lock_turn(&turn).take());
-                            let next = turns.take().await;
-                            *lock_turn(&turn) = Some(next);
-                        }),
-                    ))
-                }
-                _ => Ok(UpdateDeadline::Yield(1)),
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                Ok(UpdateDeadline::Yield(1))
             }
         });
         // Fuel is always metered (it is an engine-wide setting); unlimited unless asked.
@@ -530,10 +487,6 @@ impl Runtime {
         }
         let ended = {
             let call = async {
-                if let Some(turns) = &turns {
-                    let first = turns.take().await;
-                    *lock_turn(&turn) = Some(first);
-                }
                 let instance = handler.pre.instantiate_async(&mut store).await?;
                 instance
                     .call_handle(&mut store, &wit::Job::from(input))
@@ -546,8 +499,6 @@ impl Runtime {
                 reason = interrupt.wait() => Ended::Interrupted(reason),
             }
         };
-        // Guest code is done: the next attempt may have the lane while this one is recorded.
-        drop(lock_turn(&turn).take());
         let timeout_ms = limits.timeout.as_millis();
         let outcome = match ended {
             Ended::Returned(Ok(outcome)) => convert(outcome),

@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
-use super::cpu_lanes::CpuLanes;
 use crate::job::state::Event;
 use crate::job::{AttemptLog, Job, JobId, JobPayload, NewJob, TenantScope, now_ms};
 use crate::metrics::Metrics;
@@ -107,9 +106,6 @@ pub struct ExecutorConfig {
     pub max_attempts_per_tenant: usize,
     /// How long running attempts may go on after shutdown begins.
     pub shutdown_grace: Duration,
-    /// Attempts running guest code at once, tenants taking turns (see [`super::cpu_lanes`]);
-    /// 0: attempts run whenever the async runtime polls them.
-    pub cpu_lanes: usize,
     /// Where attempt durations are recorded.
     pub metrics: Arc<Metrics>,
 }
@@ -122,7 +118,6 @@ pub struct Executor {
     config: ExecutorConfig,
     global: Arc<Semaphore>,
     tenants: Mutex<HashMap<String, Arc<Semaphore>>>,
-    lanes: Option<Arc<CpuLanes>>,
     metrics: Arc<Metrics>,
 }
 
@@ -140,7 +135,6 @@ impl Executor {
             registry,
             attempts,
             global: Arc::new(Semaphore::new(config.max_attempts.max(1))),
-            lanes: (config.cpu_lanes > 0).then(|| CpuLanes::new(config.cpu_lanes)),
             metrics: config.metrics.clone(),
             config,
             tenants: Mutex::default(),
@@ -315,19 +309,9 @@ impl Executor {
             timeout,
             fuel: version.limits.fuel,
         };
-        let turns = self
-            .lanes
-            .as_ref()
-            .map(|lanes| lanes.for_tenant(&record.tenant));
         let result = self
             .runtime
-            .run_taking_turns(
-                &handler.compiled,
-                &input,
-                limits,
-                guard.interrupt.clone(),
-                turns,
-            )
+            .run(&handler.compiled, &input, limits, guard.interrupt.clone())
             .await;
         self.metrics.observe_attempt(
             &record.job_type,

@@ -4,6 +4,5 @@
 //! - [`executor`]: runs the jobs of every type that has a Wasm handler;
 //! - [`scheduler`]: fires triggers when they are due.
 
-pub mod cpu_lanes;
 pub mod executor;
 pub mod scheduler;

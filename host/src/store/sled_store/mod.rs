@@ -219,6 +219,7 @@ fn decode_all<T: serde::de::DeserializeOwned>(tree: &sled::Tree) -> Result<Vec<T
 
 /// An API key as stored before keys had rate limits.
 #[derive(serde::Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 struct ApiKeyRecordWithoutRate {
     id: String,
     secret_sha256: [u8; 32],
@@ -553,19 +554,9 @@ mod tests {
 
     crate::store::conformance::suite!(open);
 
-    #[derive(serde::Serialize)]
-    struct KeyBeforeRateLimits {
-        id: String,
-        secret_sha256: [u8; 32],
-        name: String,
-        permissions: Vec<String>,
-        tenants: Option<Vec<String>>,
-        created_at: EpochMs,
-    }
-
     #[test]
     fn a_key_stored_before_rate_limits_reads_back_unlimited() {
-        let old = KeyBeforeRateLimits {
+        let old = ApiKeyRecordWithoutRate {
             id: "k".into(),
             secret_sha256: [3; 32],
             name: "ci".into(),
