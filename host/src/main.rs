@@ -994,3 +994,13 @@ fn urlencode(text: &str) -> String {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_command_and_flag_is_consistently_defined() {
+        super::Cli::command().debug_assert();
+    }
+}
