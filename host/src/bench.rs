@@ -111,10 +111,12 @@ fn keyed<T>(message: T) -> Request<T> {
     request
 }
 
-/// Runs the benchmark against a fresh server on loopback with its data in a temporary
-/// directory on disk.
-pub async fn run(options: BenchOptions) -> Result<BenchReport, BenchError> {
-    let dir = std::env::temp_dir().join(format!("jobhost-bench-{}", std::process::id()));
+/// Starts a fresh server on loopback with its data in a new temporary directory named after
+/// `name`; answers the directory, the server, and gRPC and REST clients with the admin key.
+async fn start_server(
+    name: &str,
+) -> Result<(std::path::PathBuf, crate::RunningServer, Client, RestClient), BenchError> {
+    let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let mut config = Config::local(&dir);
     config.admin_key = Some(KEY.into());
@@ -125,6 +127,13 @@ pub async fn run(options: BenchOptions) -> Result<BenchReport, BenchError> {
         .await?;
     let client = JobsServiceClient::new(channel);
     let rest = RestClient::new(&format!("http://{}", server.http_addr), Some(KEY.into()));
+    Ok((dir, server, client, rest))
+}
+
+/// Runs the benchmark against a fresh server on loopback with its data in a temporary
+/// directory on disk.
+pub async fn run(options: BenchOptions) -> Result<BenchReport, BenchError> {
+    let (dir, server, client, rest) = start_server("jobhost-bench").await?;
     if options.rate_limited {
         let body = serde_json::json!({
             "name": "bench", "permissions": ["jobs"],

@@ -75,6 +75,11 @@ impl RateBucket {
     }
 }
 
+/// A wait as HTTP's `Retry-After` gives it: whole seconds, rounded up, at least one.
+pub fn retry_after_seconds(wait: Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+}
+
 fn process_nanos() -> u64 {
     static START: OnceLock<Instant> = OnceLock::new();
     START.get_or_init(Instant::now).elapsed().as_nanos() as u64

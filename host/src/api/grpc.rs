@@ -61,8 +61,8 @@ pub fn status(error: ServiceError) -> Status {
             let mut status = Status::resource_exhausted(message);
             let metadata = status.metadata_mut();
             // Whole seconds, as HTTP's Retry-After; milliseconds as gRPC's retry pushback.
-            let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-            if let Ok(value) = seconds.max(1).to_string().parse() {
+            let seconds = crate::rate_limit::retry_after_seconds(retry_after);
+            if let Ok(value) = seconds.to_string().parse() {
                 metadata.insert("retry-after", value);
             }
             let millis = retry_after.as_millis().max(1);

@@ -21,7 +21,7 @@ use crate::auth::{NewKey, Principal};
 use crate::job::limits::MAX_MESSAGE_BYTES;
 use crate::job::{ProcessRef, now_ms};
 use crate::metrics::MetricsRegistry;
-use crate::rate_limit::RateLimit;
+use crate::rate_limit::{RateLimit, retry_after_seconds};
 use crate::registry::{Deployment, HandlerRegistry};
 use crate::service::{
     self, JobService, ServiceError, TriggerDefinition, TriggerFilter, parse_time,
@@ -195,17 +195,11 @@ async fn refuse_announced_oversize(
         .and_then(|value| value.trim().parse::<u64>().ok());
     match announced {
         Some(length) if length > limit as u64 => {
-            let body = ErrorEnvelope {
-                success: false,
-                error: ErrorBody {
-                    code: "PAYLOAD_TOO_LARGE".to_string(),
-                    message: format!(
-                        "the body announces {length} bytes; at most {limit} are accepted here"
-                    ),
-                },
-                request_id: request_id(),
-            };
-            let mut response = (StatusCode::PAYLOAD_TOO_LARGE, Json(body)).into_response();
+            let mut response = error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "PAYLOAD_TOO_LARGE",
+                format!("the body announces {length} bytes; at most {limit} are accepted here"),
+            );
             // The unread body would otherwise keep the connection busy.
             response.headers_mut().insert(
                 axum::http::header::CONNECTION,
@@ -215,6 +209,19 @@ async fn refuse_announced_oversize(
         }
         _ => next.run(request).await,
     }
+}
+
+/// The error envelope, `{"success": false, "error": {code, message}, "request_id"}`.
+fn error_response(status: StatusCode, code: &str, message: String) -> Response {
+    let body = ErrorEnvelope {
+        success: false,
+        error: ErrorBody {
+            code: code.to_string(),
+            message,
+        },
+        request_id: request_id(),
+    };
+    (status, Json(body)).into_response()
 }
 
 /// A failed request, rendered as `{"success": false, "error": {code, message}}`.
@@ -240,20 +247,11 @@ impl IntoResponse for ApiError {
             ServiceError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
             ServiceError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
         };
-        let body = ErrorEnvelope {
-            success: false,
-            error: ErrorBody {
-                code: code.to_string(),
-                message: self.0.to_string(),
-            },
-            request_id: request_id(),
-        };
-        let mut response = (status, Json(body)).into_response();
+        let mut response = error_response(status, code, self.0.to_string());
         if let ServiceError::RateLimited { retry_after, .. } = &self.0 {
-            let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
             response.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from(seconds.max(1)),
+                axum::http::HeaderValue::from(retry_after_seconds(*retry_after)),
             );
         }
         response

@@ -5,13 +5,10 @@
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tonic::transport::Channel;
 
 use super::{BenchError, Client, KEY, quantile};
 use crate::api::grpc::pb;
-use crate::api::grpc::pb::jobs_service_client::JobsServiceClient;
 use crate::client::RestClient;
-use crate::server::{Config, start};
 
 /// The misbehaving handlers of the hostile tenant: (job type, component, share of its jobs).
 const HOSTILE: [(&str, &[u8], usize); 4] = [
@@ -69,17 +66,7 @@ pub async fn run(options: &HostileOptions) -> Result<HostileReport, BenchError> 
     if options.good_jobs == 0 {
         return Ok(HostileReport::default());
     }
-    let dir = std::env::temp_dir().join(format!("jobhost-bench-hostile-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let mut config = Config::local(&dir);
-    config.admin_key = Some(KEY.into());
-    let server = start(config).await?;
-    let channel = Channel::from_shared(format!("http://{}", server.grpc_addr))
-        .expect("valid address")
-        .connect()
-        .await?;
-    let mut client = JobsServiceClient::new(channel);
-    let rest = RestClient::new(&format!("http://{}", server.http_addr), Some(KEY.into()));
+    let (dir, server, mut client, rest) = super::start_server("jobhost-bench-hostile").await?;
     let (_, echo) = crate::examples::EXAMPLES[0];
     deploy(&rest, GOOD_TENANT, "echo", echo, 30_000).await?;
     let alone = good_phase(&mut client, options).await?;

@@ -41,17 +41,6 @@ pub(crate) fn record_act(
 }
 
 impl JobService {
-    pub(crate) fn record_act(
-        &self,
-        caller: &Principal,
-        action: AuditAction,
-        tenants: Vec<String>,
-        target: impl Into<String>,
-        detail: impl Into<String>,
-    ) -> Result<(), ServiceError> {
-        record_act(&self.store, caller, action, tenants, target, detail)
-    }
-
     /// The acts on the caller's tenants, newest first.
     pub fn audit_trail(
         &self,

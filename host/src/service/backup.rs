@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+use super::audit::record_act;
 use super::{JobService, ServiceError};
 use crate::audit::AuditAction;
 use crate::auth::{self, Principal};
@@ -35,7 +36,8 @@ impl JobService {
             .await
             .map_err(|e| ServiceError::Internal(e.to_string()))??;
         tracing::info!(key_id = %caller.key_id, with_compiled = compiled_dir.is_some(), "backup started");
-        self.record_act(
+        record_act(
+            &self.store,
             caller,
             AuditAction::BackupTaken,
             Vec::new(),

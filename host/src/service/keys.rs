@@ -1,6 +1,7 @@
 //! API-key management and the other whole-server admin checks in the service core: who may
 //! create, see and revoke which keys, and who may read server-wide metrics.
 
+use super::audit::record_act;
 use super::{JobService, ServiceError};
 use crate::audit::AuditAction;
 use crate::auth::{KeyInfo, NewKey, Principal};
@@ -15,7 +16,8 @@ impl JobService {
         request: NewKey,
     ) -> Result<(KeyInfo, String), ServiceError> {
         let (info, key) = self.auth.create_key(caller, request)?;
-        self.record_act(
+        record_act(
+            &self.store,
             caller,
             AuditAction::KeyCreated,
             info.tenants.clone().unwrap_or_default(),
@@ -36,7 +38,8 @@ impl JobService {
             .auth
             .revoke_key(caller, id)?
             .ok_or_else(|| ServiceError::NotFound(format!("API key {id} not found")))?;
-        self.record_act(
+        record_act(
+            &self.store,
             caller,
             AuditAction::KeyRevoked,
             revoked.tenants.clone().unwrap_or_default(),

@@ -506,7 +506,8 @@ impl JobService {
         let record = self
             .change(caller, key, |_| Event::UpdateRetries { retries })
             .await?;
-        self.record_act(
+        record_act(
+            &self.store,
             caller,
             AuditAction::JobRetriesUpdated,
             vec![record.tenant.clone()],
@@ -525,7 +526,8 @@ impl JobService {
         let record = self.change(caller, key, |_| Event::Cancel).await?;
         self.attempts
             .interrupt(record.id, InterruptReason::Cancelled);
-        self.record_act(
+        record_act(
+            &self.store,
             caller,
             AuditAction::JobCancelled,
             vec![record.tenant.clone()],

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use super::audit::record_act;
 use super::{JobService, ServiceError, invalid, json_object, required_name, tenant_or_default};
 use crate::audit::AuditAction;
 use crate::auth::{self, Principal};
@@ -251,7 +252,8 @@ impl JobService {
         action: AuditAction,
         trigger: &TriggerRecord,
     ) -> Result<(), ServiceError> {
-        self.record_act(
+        record_act(
+            &self.store,
             caller,
             action,
             vec![trigger.tenant.clone()],
