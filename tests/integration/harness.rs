@@ -443,3 +443,20 @@ pub fn python_venv(name: &str, requirements: &str) -> PathBuf {
     std::fs::write(&marker, wanted).expect("marker written");
     python
 }
+
+/// The test venv's Python with grpcio, and a directory of stubs generated from
+/// `proto/jobs.proto` for it (`jobs_pb2`, `jobs_pb2_grpc`).
+pub async fn python_grpc_stubs() -> (PathBuf, tempfile::TempDir) {
+    let python =
+        tokio::task::spawn_blocking(|| python_venv("python-venv", "tests/python/requirements.txt"))
+            .await
+            .unwrap();
+    let generated = tempfile::tempdir().unwrap();
+    run(Command::new(&python)
+        .current_dir(workspace())
+        .args(["-m", "grpc_tools.protoc", "-I", "proto"])
+        .arg(format!("--python_out={}", generated.path().display()))
+        .arg(format!("--grpc_python_out={}", generated.path().display()))
+        .arg("proto/jobs.proto"));
+    (python, generated)
+}

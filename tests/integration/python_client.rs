@@ -8,18 +8,8 @@ use crate::harness::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_python_worker_completes_and_fails_jobs_unchanged() {
-    let python =
-        tokio::task::spawn_blocking(|| python_venv("python-venv", "tests/python/requirements.txt"))
-            .await
-            .unwrap();
+    let (python, generated) = python_grpc_stubs().await;
     let root = workspace();
-    let generated = tempfile::tempdir().unwrap();
-    run(Command::new(&python)
-        .current_dir(&root)
-        .args(["-m", "grpc_tools.protoc", "-I", "proto"])
-        .arg(format!("--python_out={}", generated.path().display()))
-        .arg(format!("--grpc_python_out={}", generated.path().display()))
-        .arg("proto/jobs.proto"));
 
     let server = TestServer::start().await;
     let mut client = server.client().await;

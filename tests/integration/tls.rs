@@ -386,18 +386,8 @@ async fn start_fails_when_the_key_does_not_belong_to_the_certificate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stock_python_grpc_client_completes_a_job_over_tls() {
-    let python =
-        tokio::task::spawn_blocking(|| python_venv("python-venv", "tests/python/requirements.txt"))
-            .await
-            .unwrap();
+    let (python, generated) = python_grpc_stubs().await;
     let root = workspace();
-    let generated = tempfile::tempdir().unwrap();
-    run(std::process::Command::new(&python)
-        .current_dir(&root)
-        .args(["-m", "grpc_tools.protoc", "-I", "proto"])
-        .arg(format!("--python_out={}", generated.path().display()))
-        .arg(format!("--grpc_python_out={}", generated.path().display()))
-        .arg("proto/jobs.proto"));
 
     let pki = Pki::new();
     let server = tls_server(&pki).await;
