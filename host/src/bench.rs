@@ -509,7 +509,7 @@ impl BenchReport {
              idle CPU, no triggers          {:.2} % of a core\n\
              idle CPU, {} triggers       {:.2} % of a core\n\
              tenant alone: created->completed p50 / p99        {:.0} / {:.0} ms\n\
-             beside a hostile tenant: p50 / p99                {:.0} / {:.0} ms ({} hostile attempts ended meanwhile)",
+             beside a hostile tenant: p50 / p99                {:.0} / {:.0} ms ({} hostile attempts ended meanwhile, {} before)",
             self.jobs,
             self.creators,
             self.workers,
@@ -537,6 +537,7 @@ impl BenchReport {
             self.hostile.beside_hostile_p50_ms,
             self.hostile.beside_hostile_p99_ms,
             self.hostile.hostile_attempts_ended,
+            self.hostile.hostile_attempts_ended_before,
         )
     }
 }

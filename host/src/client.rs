@@ -62,7 +62,7 @@ impl RestClient {
         self.send(request).await
     }
 
-    /// GETs a binary answer (a backup), to be read as it arrives; a refusal is an error.
+    /// GETs an answer to be read as it arrives (a backup, the metrics); a refusal is an error.
     pub async fn download(&self, path: &str) -> Result<reqwest::Response, ClientError> {
         let unreachable = |source| ClientError::Unreachable {
             server: self.server.clone(),

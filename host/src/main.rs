@@ -163,6 +163,9 @@ struct ServeArgs {
     /// Wasm attempts running at once.
     #[arg(long, default_value_t = 64)]
     max_attempts: usize,
+    /// Threads that run Wasm guest code, taking turns between tenants (default: one per core).
+    #[arg(long)]
+    attempt_threads: Option<usize>,
     /// How long running Wasm attempts may finish after SIGTERM before they are interrupted.
     #[arg(long, default_value_t = 10_000)]
     shutdown_grace_ms: u64,
@@ -574,6 +577,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .zip(args.tls_key)
         .map(|(cert, key)| jobhost::tls::TlsFiles { cert, key });
     config.max_attempts = args.max_attempts.max(1);
+    if let Some(threads) = args.attempt_threads {
+        config.attempt_threads = threads.max(1);
+    }
     config.quotas = args.quotas.quotas();
     if let (Some(rate), Some(burst)) = (args.rate_limit, args.rate_burst) {
         config.default_rate_limit =

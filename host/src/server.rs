@@ -29,6 +29,7 @@ use crate::runtime::{Runtime, RuntimeConfig, RuntimeError};
 use crate::service::{DEFAULT_TENANT, JobService, ServiceError, ServiceParts};
 use crate::store::{JobStore, SledStore, StoreError};
 use crate::tasks::executor::{Executor, ExecutorConfig, RunningAttempts};
+use crate::tasks::lanes::Lanes;
 use crate::tasks::scheduler::{SchedulerStats, TriggerScheduler};
 use crate::tls::{ServerTls, TlsError, TlsFiles};
 
@@ -41,6 +42,8 @@ pub struct Config {
     pub admin_key: Option<String>,
     /// Wasm attempts running at once on this server.
     pub max_attempts: usize,
+    /// Threads that run Wasm guest code (see [`crate::tasks::lanes`]).
+    pub attempt_threads: usize,
     /// What one tenant or key may hold at once.
     pub quotas: Quotas,
     /// The request rate of keys created without a limit of their own; `None`: unlimited.
@@ -66,6 +69,7 @@ impl Config {
             http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             admin_key: None,
             max_attempts: 64,
+            attempt_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             quotas: Quotas::default(),
             default_rate_limit: None,
             shutdown_grace: Duration::from_secs(10),
@@ -96,6 +100,8 @@ pub enum ServerError {
     Http(String),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    #[error("cannot start the threads that run Wasm attempts: {0}")]
+    Lanes(std::io::Error),
     #[error("{0}")]
     Handlers(#[from] ServiceError),
 }
@@ -203,11 +209,14 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
             quotas: config.quotas.clone(),
         },
     ));
+    let lanes = Lanes::start(config.attempt_threads, tokio::runtime::Handle::current())
+        .map_err(ServerError::Lanes)?;
     let executor = Arc::new(Executor::new(
         store.clone(),
         runtime.clone(),
         registry.clone(),
         attempts,
+        lanes,
         ExecutorConfig {
             max_attempts: config.max_attempts,
             max_attempts_per_tenant: config.quotas.attempts_per_tenant,

@@ -59,6 +59,8 @@ pub struct HostileReport {
     pub beside_hostile_p99_ms: f64,
     /// Hostile attempts that ended while the well-behaved tenant was measured.
     pub hostile_attempts_ended: u64,
+    /// Hostile attempts that had ended before the measurement began.
+    pub hostile_attempts_ended_before: u64,
 }
 
 /// Measures on a fresh server of its own.
@@ -89,9 +91,9 @@ pub async fn run(options: &HostileOptions) -> Result<HostileReport, BenchError> 
     }
     // Let the hostile attempts take every slot they may hold before measuring.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let ended_before = hostile_ended(&mut client).await?;
+    let ended_before = hostile_attempts(&rest).await?;
     let beside = good_phase(&mut client, options).await?;
-    let ended = hostile_ended(&mut client).await? - ended_before;
+    let ended = hostile_attempts(&rest).await? - ended_before;
     server.shutdown().await?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(HostileReport {
@@ -100,6 +102,7 @@ pub async fn run(options: &HostileOptions) -> Result<HostileReport, BenchError> 
         beside_hostile_p50_ms: quantile(&beside, 0.5),
         beside_hostile_p99_ms: quantile(&beside, 0.99),
         hostile_attempts_ended: ended,
+        hostile_attempts_ended_before: ended_before,
     })
 }
 
@@ -180,18 +183,20 @@ async fn good_phase(client: &mut Client, options: &HostileOptions) -> Result<Vec
     Ok(latencies)
 }
 
-/// Hostile jobs that have ended an attempt so far (failed or retried).
-async fn hostile_ended(client: &mut Client) -> Result<u64, BenchError> {
-    let mut ended = 0;
-    for state in ["failed", "completed", "pending"] {
-        let request = pb::ListJobsRequest {
-            tenant_id: HOSTILE_TENANT.into(),
-            state: state.into(),
-            page_size: 1,
-            ..Default::default()
-        };
-        let page = client.list_jobs(keyed(request)).await?.into_inner();
-        ended += page.pagination.map_or(0, |p| p.total_count) as u64;
-    }
-    Ok(ended)
+/// Hostile attempts that have ended so far, as the server's metrics count them.
+async fn hostile_attempts(rest: &RestClient) -> Result<u64, BenchError> {
+    let text = rest
+        .download("/metrics")
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?
+        .text()
+        .await
+        .map_err(std::io::Error::other)?;
+    let tenant = format!("tenant=\"{HOSTILE_TENANT}\"");
+    Ok(text
+        .lines()
+        .filter(|line| line.starts_with("jobhost_wasm_attempt_duration") && line.contains(&tenant))
+        .filter_map(|line| line.split_once("_count{")?.1.rsplit_once(' '))
+        .filter_map(|(_, count)| count.trim().parse::<f64>().ok())
+        .sum::<f64>() as u64)
 }

@@ -3,7 +3,7 @@
 //! One [`Runtime`] holds the engine (pooling allocator, epoch interruption, fuel), the linker
 //! (WASI p2 with nothing ambient, plus the `jobhost:plugin/host` imports) and a disk cache of
 //! compiled components. A [`CompiledHandler`] is a pre-instantiated component; every attempt
-//! gets a fresh `Store` with its own limits, runs on tokio, yields to it at every epoch tick,
+//! gets a fresh `Store` with its own limits, runs as a future that yields at every epoch tick,
 //! and ends at its deadline, on an interrupt, or on a trap, never taking the host down.
 
 mod output;
@@ -32,7 +32,7 @@ wasmtime::component::bindgen!({
 use self::jobhost::plugin::host::Level;
 use self::jobhost::plugin::types as wit;
 
-/// How often running guests are interrupted to check their deadline and yield to tokio.
+/// How often running guests are interrupted to check their deadline and yield their thread.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
 /// Output (stdout, stderr, log lines) kept per attempt.
 pub const OUTPUT_LIMIT: usize = 64 * 1024;

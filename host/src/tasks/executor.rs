@@ -4,7 +4,8 @@
 //! same store activation as `ActivateJobs` (worker `wasm:<type>@v<version>`), one at a time,
 //! and starts an attempt for each. Attempts are bounded per handler, per tenant and globally;
 //! the global bound is a FIFO semaphore, so loops of different tenants take turns and one
-//! tenant's backlog delays another's new job by at most a few executions. An attempt's result
+//! tenant's backlog delays another's new job by at most a few executions. Guest code runs on
+//! the [`Lanes`], which hand CPU slices to tenants in turn. An attempt's result
 //! goes through the state machine like any worker's: completion (with its follow-up jobs and
 //! attempt log, atomically), or a failure that the handler's retry policy turns into a retry
 //! with backoff or an incident.
@@ -24,6 +25,7 @@ use crate::runtime::{
     AttemptInput, AttemptLimits, AttemptOutcome, Interrupt, InterruptReason, Runtime,
 };
 use crate::store::{Activation, Extras, JobStore};
+use crate::tasks::lanes::Lanes;
 
 /// How much longer a Wasm job's lease lasts than its attempt may run, so that the attempt is
 /// stopped and its result recorded before the job could be handed out again.
@@ -115,6 +117,7 @@ pub struct Executor {
     runtime: Arc<Runtime>,
     registry: Arc<HandlerRegistry>,
     attempts: Arc<RunningAttempts>,
+    lanes: Lanes,
     config: ExecutorConfig,
     global: Arc<Semaphore>,
     tenants: Mutex<HashMap<String, Arc<Semaphore>>>,
@@ -127,6 +130,7 @@ impl Executor {
         runtime: Arc<Runtime>,
         registry: Arc<HandlerRegistry>,
         attempts: Arc<RunningAttempts>,
+        lanes: Lanes,
         config: ExecutorConfig,
     ) -> Executor {
         Executor {
@@ -134,6 +138,7 @@ impl Executor {
             runtime,
             registry,
             attempts,
+            lanes,
             global: Arc::new(Semaphore::new(config.max_attempts.max(1))),
             metrics: config.metrics.clone(),
             config,
@@ -309,10 +314,17 @@ impl Executor {
             timeout,
             fuel: version.limits.fuel,
         };
-        let result = self
-            .runtime
-            .run(&handler.compiled, &input, limits, guard.interrupt.clone())
-            .await;
+        let run = {
+            let runtime = self.runtime.clone();
+            let compiled = handler.compiled.clone();
+            let interrupt = guard.interrupt.clone();
+            async move { runtime.run(&compiled, &input, limits, interrupt).await }
+        };
+        let Some(result) = self.lanes.run(&record.tenant, run).await else {
+            // The lanes stop only when the server does: the job goes back.
+            let _ = self.store.release(vec![(record.id, record.lease)]).await;
+            return;
+        };
         self.metrics.observe_attempt(
             &record.job_type,
             &record.tenant,

@@ -1,8 +1,10 @@
 //! Background tasks. Each sleeps until it has work (a job, a change, a due time, a signal),
 //! does one round, and repeats until shutdown. Due times of jobs and lease deadlines are acted
 //! on by the store itself (see [`crate::store`]); what runs here is:
-//! - [`executor`]: runs the jobs of every type that has a Wasm handler;
+//! - [`executor`]: runs the jobs of every type that has a Wasm handler, its attempts on the
+//!   [`lanes`];
 //! - [`scheduler`]: fires triggers when they are due.
 
 pub mod executor;
+pub mod lanes;
 pub mod scheduler;
