@@ -175,6 +175,29 @@ fn uploads_that_are_not_handlers_are_rejected_precisely() {
 }
 
 #[test]
+fn an_import_not_offered_is_refused_before_the_component_is_compiled() {
+    let runtime = runtime(None);
+    // Bytes after the import section that no compiler accepts: only a check that reads the
+    // imports first can name the import.
+    let mut bytes = plugin("bad_import");
+    bytes.extend_from_slice(&[0x00, 0xff, 0xff, 0xff, 0xff, 0x0f]);
+    let error = runtime.compile(&bytes).err().expect("rejected");
+    assert_eq!(
+        error,
+        ComponentError::UnknownImport("acme:evil/backdoor".into())
+    );
+}
+
+#[test]
+fn a_malformed_component_is_reported_by_the_compiler() {
+    let runtime = runtime(None);
+    let mut bytes = plugin("echo");
+    bytes.extend_from_slice(&[0x00, 0xff, 0xff, 0xff, 0xff, 0x0f]);
+    let error = runtime.compile(&bytes).err().expect("rejected");
+    assert!(matches!(error, ComponentError::NotAComponent(_)), "{error}");
+}
+
+#[test]
 fn a_second_load_comes_from_the_compiled_code_cache() {
     let dir = tempfile::tempdir().unwrap();
     let bytes = plugin("echo");
