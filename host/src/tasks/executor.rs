@@ -22,7 +22,7 @@ use crate::job::{AttemptLog, Job, JobId, JobPayload, NewJob, TenantScope, now_ms
 use crate::metrics::Metrics;
 use crate::registry::{HandlerRegistry, LoadedHandler};
 use crate::runtime::{
-    AttemptInput, AttemptLimits, AttemptOutcome, Interrupt, InterruptReason, Runtime,
+    AttemptInput, AttemptLimits, AttemptOutcome, AttemptResult, Interrupt, InterruptReason, Runtime,
 };
 use crate::store::{Activation, Extras, JobStore};
 use crate::tasks::lanes::Lanes;
@@ -320,11 +320,22 @@ impl Executor {
             let interrupt = guard.interrupt.clone();
             async move { runtime.run(&compiled, &input, limits, interrupt).await }
         };
-        let Some(result) = self.lanes.run(&record.tenant, run).await else {
-            // The lanes stop only when the server does: the job goes back.
-            let _ = self.store.release(vec![(record.id, record.lease)]).await;
-            return;
-        };
+        let started = std::time::Instant::now();
+        // The lanes outlive every attempt of their executor, so no answer means the attempt
+        // panicked in the host: a failure like any other, retried by the handler's policy.
+        let result = self
+            .lanes
+            .run(&record.tenant, run)
+            .await
+            .unwrap_or_else(|| AttemptResult {
+                outcome: AttemptOutcome::Failed {
+                    reason: "the host failed while running the attempt".into(),
+                    retryable: true,
+                    backoff_ms: None,
+                },
+                output: String::new(),
+                duration: started.elapsed(),
+            });
         self.metrics.observe_attempt(
             &record.job_type,
             &record.tenant,

@@ -188,7 +188,7 @@ impl Lanes {
     }
 
     /// Runs `future` on the lanes as one of `tenant`'s tasks; resolves to its output, or to
-    /// `None` if the lanes were stopped before it finished.
+    /// `None` if it panicked or the lanes were stopped before it finished.
     pub fn run<F>(
         &self,
         tenant: &str,
@@ -249,7 +249,14 @@ fn run_slice(task: Arc<Task>) {
     let mut context = Context::from_waker(&waker);
     let mut future = task.future.lock().unwrap_or_else(|e| e.into_inner());
     let finished = match future.as_mut() {
-        Some(running) => running.as_mut().poll(&mut context).is_ready(),
+        // A panicking task ends (its caller hears `None`); the lane goes on with the next.
+        Some(running) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            running.as_mut().poll(&mut context).is_ready()
+        }))
+        .unwrap_or_else(|_| {
+            tracing::error!(tenant = %task.tenant, "a task on the CPU lanes panicked");
+            true
+        }),
         None => true,
     };
     if finished {
@@ -367,6 +374,18 @@ mod tests {
             task.await.unwrap();
         }
         assert_eq!(*order.lock().unwrap(), ["a1", "b1", "a2", "a1", "b1", "a2"]);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_task_ends_alone_and_the_lane_goes_on() {
+        let lanes = lanes(1);
+        let panicked = lanes.run("t", async {
+            if true {
+                panic!("a host bug");
+            }
+        });
+        assert_eq!(panicked.await, None);
+        assert_eq!(lanes.run("t", async { "next" }).await, Some("next"));
     }
 
     #[tokio::test]
