@@ -99,15 +99,15 @@ pub enum BenchError {
 type Client = JobsServiceClient<Channel>;
 
 fn keyed<T>(message: T) -> Request<T> {
+    keyed_as(CLIENT_KEY.get().map_or(KEY, String::as_str), message)
+}
+
+/// A request presenting `key`.
+fn keyed_as<T>(key: &str, message: T) -> Request<T> {
     let mut request = Request::new(message);
-    request.metadata_mut().insert(
-        "x-api-key",
-        CLIENT_KEY
-            .get()
-            .map_or(KEY, String::as_str)
-            .parse()
-            .expect("ascii"),
-    );
+    request
+        .metadata_mut()
+        .insert("x-api-key", key.parse().expect("ascii"));
     request
 }
 

@@ -106,13 +106,9 @@ pub async fn run(options: &HostileOptions) -> Result<HostileReport, BenchError> 
     })
 }
 
-/// A request as the admin: the hostile run's servers know no other key.
+/// A request as the admin: the hostile run's server knows no other key.
 fn keyed<T>(message: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("x-api-key", KEY.parse().expect("ascii"));
-    request
+    super::keyed_as(KEY, message)
 }
 
 async fn deploy(

@@ -540,7 +540,6 @@ impl Runtime {
     }
 }
 
-/// Interfaces a handler may import: WASI p2 (with nothing ambient behind it) and our host.
 /// Refuses a component that imports what handlers are not offered, from its import section
 /// alone: the refusal costs a parse, not a compile (which takes seconds for a large component).
 fn check_imports(bytes: &[u8]) -> Result<(), ComponentError> {
@@ -570,6 +569,7 @@ fn check_imports(bytes: &[u8]) -> Result<(), ComponentError> {
     Ok(())
 }
 
+/// Interfaces a handler may import: WASI p2 (with nothing ambient behind it) and our host.
 fn offered(import: &str) -> bool {
     const OFFERED: [&str; 7] = [
         "wasi:cli/",

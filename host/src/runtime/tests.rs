@@ -174,26 +174,26 @@ fn uploads_that_are_not_handlers_are_rejected_precisely() {
     assert!(error(&plugin("wrong_world")).contains("job-handler world"));
 }
 
+/// Why `fixture`, followed by a section whose length runs past the end (which no compiler
+/// accepts), is refused.
+fn refusal_with_undecodable_tail(fixture: &str) -> ComponentError {
+    let mut bytes = plugin(fixture);
+    bytes.extend_from_slice(&[0x00, 0xff, 0xff, 0xff, 0xff, 0x0f]);
+    runtime(None).compile(&bytes).err().expect("rejected")
+}
+
 #[test]
 fn an_import_not_offered_is_refused_before_the_component_is_compiled() {
-    let runtime = runtime(None);
-    // Bytes after the import section that no compiler accepts: only a check that reads the
-    // imports first can name the import.
-    let mut bytes = plugin("bad_import");
-    bytes.extend_from_slice(&[0x00, 0xff, 0xff, 0xff, 0xff, 0x0f]);
-    let error = runtime.compile(&bytes).err().expect("rejected");
+    // Only a check that reads the imports before compiling can name the import.
     assert_eq!(
-        error,
+        refusal_with_undecodable_tail("bad_import"),
         ComponentError::UnknownImport("acme:evil/backdoor".into())
     );
 }
 
 #[test]
 fn a_malformed_component_is_reported_by_the_compiler() {
-    let runtime = runtime(None);
-    let mut bytes = plugin("echo");
-    bytes.extend_from_slice(&[0x00, 0xff, 0xff, 0xff, 0xff, 0x0f]);
-    let error = runtime.compile(&bytes).err().expect("rejected");
+    let error = refusal_with_undecodable_tail("echo");
     assert!(matches!(error, ComponentError::NotAComponent(_)), "{error}");
 }
 
