@@ -6,7 +6,7 @@ use serde_json::Value;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot reach the server at {server}: {source}")]
+    #[error("cannot reach the server at {server}: {source}{}", tls_hint(source))]
     Unreachable {
         server: String,
         source: reqwest::Error,
@@ -117,4 +117,19 @@ fn refusal(status: u16, text: &str, answer: &Value) -> ClientError {
             body: text.chars().take(500).collect(),
         },
     }
+}
+
+/// What to do about a server certificate that the TLS library refuses for a reason its own
+/// message does not explain.
+fn tls_hint(error: &reqwest::Error) -> &'static str {
+    let mut cause: Option<&dyn std::error::Error> = Some(error);
+    while let Some(error) = cause {
+        if format!("{error:?}").contains("CaUsedAsEndEntity") {
+            return "\nthe server presents a CA certificate (basicConstraints CA:TRUE) as its own, \
+                    which TLS clients refuse: give the server a certificate issued by that CA, \
+                    or a self-signed one made with CA:FALSE (see the README's TLS section)";
+        }
+        cause = error.source();
+    }
+    ""
 }

@@ -294,6 +294,32 @@ async fn the_cli_without_the_ca_refuses_the_server_certificate() {
 }
 
 #[tokio::test]
+async fn the_cli_says_what_to_do_about_a_ca_certificate_served_as_the_servers_own() {
+    // What `openssl req -x509` makes by default: self-signed, with CA:TRUE.
+    let mut params =
+        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let key = KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let pki = Pki::new();
+    let files = TlsFiles {
+        cert: pki.other_file("ca-as-server.pem", &cert.pem()),
+        key: pki.other_file("ca-as-server.key", &key.serialize_pem()),
+    };
+    let server = TestServer::start_with(move |config| config.tls = Some(files.clone())).await;
+    let ca = pki.other_file("trusted.pem", &cert.pem());
+    let output = cli(
+        &https_url(&server),
+        &["jobs", "create", "--type", "tls"],
+        &[("JOBHOST_CA_CERT", &ca)],
+    )
+    .await;
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("CA:FALSE"), "{stderr}");
+}
+
+#[tokio::test]
 async fn serve_refuses_to_start_with_a_missing_key_file_and_names_it() {
     let pki = Pki::new();
     let data = tempfile::tempdir().unwrap();
