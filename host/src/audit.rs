@@ -24,10 +24,12 @@ pub enum AuditAction {
     JobRetriesUpdated,
     JobCancelled,
     BackupTaken,
+    SecretSet,
+    SecretRemoved,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 10] = [
+    pub const ALL: [AuditAction; 12] = [
         AuditAction::KeyCreated,
         AuditAction::KeyRevoked,
         AuditAction::HandlerDeployed,
@@ -38,6 +40,8 @@ impl AuditAction {
         AuditAction::JobRetriesUpdated,
         AuditAction::JobCancelled,
         AuditAction::BackupTaken,
+        AuditAction::SecretSet,
+        AuditAction::SecretRemoved,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -52,6 +56,8 @@ impl AuditAction {
             AuditAction::JobRetriesUpdated => "job.retries_updated",
             AuditAction::JobCancelled => "job.cancelled",
             AuditAction::BackupTaken => "store.backed_up",
+            AuditAction::SecretSet => "secret.set",
+            AuditAction::SecretRemoved => "secret.removed",
         }
     }
 

@@ -28,8 +28,12 @@ pub const TRIGGERS: &str = "triggers";
 pub const KEYS: &str = "keys";
 /// Read the audit trail.
 pub const AUDIT: &str = "audit";
+/// Set, list and remove tenants' secrets (never read their values).
+pub const SECRETS: &str = "secrets";
+/// Read and edit tenants' key-value buckets.
+pub const KV: &str = "kv";
 /// The permissions a key may carry. `job` is accepted as another name of `jobs`.
-pub const PERMISSIONS: [&str; 6] = [ALL, JOBS, HANDLERS, TRIGGERS, KEYS, AUDIT];
+pub const PERMISSIONS: [&str; 8] = [ALL, JOBS, HANDLERS, TRIGGERS, KEYS, AUDIT, SECRETS, KV];
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum AuthError {

@@ -62,6 +62,16 @@ impl RestClient {
         self.send(request).await
     }
 
+    /// PUTs raw bytes (a secret's value) and returns the `data` of a successful answer.
+    pub async fn put_bytes(&self, path: &str, bytes: Vec<u8>) -> Result<Value, ClientError> {
+        let request = self
+            .http
+            .put(format!("{}{path}", self.server))
+            .header("content-type", "application/octet-stream")
+            .body(bytes);
+        self.send(request).await
+    }
+
     /// GETs an answer to be read as it arrives (a backup, the metrics); a refusal is an error.
     pub async fn download(&self, path: &str) -> Result<reqwest::Response, ClientError> {
         let unreachable = |source| ClientError::Unreachable {

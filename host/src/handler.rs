@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::grants::Grants;
 use crate::job::EpochMs;
 
 /// Sandbox limits of one handler version.
@@ -62,6 +63,8 @@ pub struct HandlerVersion {
     pub limits: HandlerLimits,
     pub retry: RetryPolicy,
     pub deployed_at: EpochMs,
+    /// What the version may reach beyond computing.
+    pub grants: Grants,
 }
 
 /// A job type's handler in one tenant, with every version deployed so far.

@@ -12,7 +12,10 @@
 //! - [`trigger`]: cron and interval triggers as data; [`trigger::plan`] decides what one
 //!   firing does.
 //! - [`clock`]: the time the trigger scheduler reads (a manual one for tests).
-//! - [`handler`]: deployed Wasm handlers as data (versions, limits, retry policy).
+//! - [`handler`]: deployed Wasm handlers as data (versions, limits, retry policy, grants).
+//! - [`grants`]: what a handler version may reach (outbound HTTP, secrets, config, key-value
+//!   buckets), how each grant is declared and checked.
+//! - [`manifest`]: `handler.toml`, a deployment written down (type, limits, grants).
 //! - [`registry`]: uploading, listing and removing handlers; their compiled code.
 //! - [`runtime`]: the only code that touches wasmtime: the sandbox of each attempt.
 //! - [`tasks`]: background tasks; [`tasks::executor`] runs jobs with their handlers and
@@ -34,6 +37,8 @@
 //! - [`client`]: the REST client behind the command line.
 //! - [`backup`]: snapshot files of the whole store: `jobhost backup` fetches one from a
 //!   running server, `jobhost restore` writes one into a new data directory.
+//! - [`secrets`]: tenant secrets sealed at rest under the server's key, and their redaction
+//!   from what attempts leave behind.
 //! - [`tls`]: TLS for both listeners (certificate and key from PEM files) and the command
 //!   line's trust of a private CA.
 //! - `fuzz` (tests only): fuzz targets for everything that parses callers' input.
@@ -49,13 +54,16 @@ pub mod clock;
 pub mod examples;
 #[cfg(test)]
 mod fuzz;
+pub mod grants;
 pub mod handler;
 pub mod job;
+pub mod manifest;
 pub mod metrics;
 pub mod quota;
 pub mod rate_limit;
 pub mod registry;
 pub mod runtime;
+pub mod secrets;
 pub mod server;
 pub mod service;
 pub mod store;

@@ -9,6 +9,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use jobhost::client::RestClient;
+use jobhost::manifest::Manifest;
 use jobhost::quota::Quotas;
 
 #[derive(Parser)]
@@ -66,6 +67,13 @@ enum Command {
         connection: Connection,
         #[command(subcommand)]
         command: KeysCommand,
+    },
+    /// Set, list and remove a tenant's secrets on a running server (values are write-only).
+    Secrets {
+        #[command(flatten)]
+        connection: Connection,
+        #[command(subcommand)]
+        command: SecretsCommand,
     },
     /// Read the audit trail of administrative acts, newest first.
     Audit {
@@ -363,32 +371,59 @@ enum JobsCommand {
 
 #[derive(Subcommand)]
 enum HandlersCommand {
-    /// Deploy a component (.wasm) for a job type: a new handler, or a new version.
-    Deploy {
-        file: PathBuf,
-        #[arg(long = "type")]
-        job_type: String,
-        #[arg(long)]
-        tenant: Option<String>,
-        #[arg(long)]
-        memory_mb: Option<u32>,
-        #[arg(long)]
-        timeout_ms: Option<u64>,
-        #[arg(long)]
-        max_concurrency: Option<u32>,
-        #[arg(long)]
-        max_retries: Option<u32>,
-        #[arg(long)]
-        backoff_ms: Option<u64>,
-        #[arg(long)]
-        fuel: Option<u64>,
-    },
+    /// Deploy a component (.wasm) for a job type: a new handler, or a new version. Grants are
+    /// denied unless given here or in the manifest.
+    Deploy(Box<DeployHandler>),
     /// List handlers as JSON.
     List,
     /// Show one handler with its versions.
     Get { id: String },
     /// Remove a handler: its jobs wait for another worker.
     Remove { id: String },
+}
+
+/// What `handlers deploy` sends: the component, and the manifest and flags that describe it.
+#[derive(Args)]
+struct DeployHandler {
+    /// The component; optional when the manifest names it.
+    file: Option<PathBuf>,
+    /// A handler.toml with the type, tenant, component, limits and grants; flags add to it
+    /// (lists) or override it (single values).
+    #[arg(long)]
+    manifest: Option<PathBuf>,
+    #[arg(long = "type")]
+    job_type: Option<String>,
+    #[arg(long)]
+    tenant: Option<String>,
+    #[arg(long)]
+    memory_mb: Option<u32>,
+    #[arg(long)]
+    timeout_ms: Option<u64>,
+    #[arg(long)]
+    max_concurrency: Option<u32>,
+    #[arg(long)]
+    max_retries: Option<u32>,
+    #[arg(long)]
+    backoff_ms: Option<u64>,
+    #[arg(long)]
+    fuel: Option<u64>,
+    /// Outbound HTTP the handler may make: [METHODS ]SCHEME://HOST[:PORT], e.g.
+    /// https://api.example.com, https://*.example.com, 'GET,POST http://10.0.0.5:8080'.
+    #[arg(long = "allow-http", value_name = "PATTERN")]
+    allow_http: Vec<String>,
+    /// A secret of the tenant the handler may read through wasi:config.
+    #[arg(long = "secret", value_name = "NAME")]
+    secrets: Vec<String>,
+    /// A config value the handler may read through wasi:config.
+    #[arg(long = "config", value_name = "KEY=VALUE")]
+    config: Vec<String>,
+    /// A key-value bucket of the tenant the handler may open through wasi:keyvalue.
+    #[arg(long = "kv", value_name = "BUCKET")]
+    kv: Vec<String>,
+    /// A header the host adds to allowed requests to HOST, so the guest never sees the
+    /// secret: 'HOST=Authorization: Bearer {{secret:NAME}}'.
+    #[arg(long = "inject-header", value_name = "HOST=Name: value")]
+    inject_headers: Vec<String>,
 }
 
 #[derive(Args)]
@@ -480,7 +515,7 @@ enum TriggersCommand {
 enum KeysCommand {
     /// Create a key; prints the key alone on the last line.
     Create {
-        /// jobs, handlers, triggers, keys, audit or * (repeatable).
+        /// jobs, handlers, triggers, keys, audit, secrets, kv or * (repeatable).
         #[arg(long = "permissions", alias = "permission", required = true)]
         permissions: Vec<String>,
         /// A tenant the key may act on (repeatable); none means every tenant.
@@ -499,6 +534,28 @@ enum KeysCommand {
     List,
     /// Revoke a key at once, by id or by the key itself.
     Revoke { id: String },
+}
+
+#[derive(Subcommand)]
+enum SecretsCommand {
+    /// Set a secret from standard input (one trailing newline is dropped), e.g.
+    /// `printf %s "$TOKEN" | jobhost secrets set STRIPE_KEY --tenant acme`.
+    Set {
+        name: String,
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// List a tenant's secrets: names and update times, never values.
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Remove a secret; handlers granted it read nothing from then on.
+    Remove {
+        name: String,
+        #[arg(long)]
+        tenant: Option<String>,
+    },
 }
 
 #[tokio::main]
@@ -524,6 +581,10 @@ async fn main() -> anyhow::Result<()> {
             connection,
             command,
         } => keys(client(&connection)?, command).await,
+        Command::Secrets {
+            connection,
+            command,
+        } => secrets(client(&connection)?, command).await,
         Command::Audit { connection, filter } => audit(client(&connection)?, filter).await,
         Command::Backup {
             connection,
@@ -768,32 +829,64 @@ async fn jobs(client: RestClient, command: JobsCommand) -> anyhow::Result<()> {
 
 async fn handlers(client: RestClient, command: HandlersCommand) -> anyhow::Result<()> {
     match command {
-        HandlersCommand::Deploy {
-            file,
-            job_type,
-            tenant,
-            memory_mb,
-            timeout_ms,
-            max_concurrency,
-            max_retries,
-            backoff_ms,
-            fuel,
-        } => {
+        HandlersCommand::Deploy(deploy) => {
+            let DeployHandler {
+                file,
+                manifest,
+                job_type,
+                tenant,
+                memory_mb,
+                timeout_ms,
+                max_concurrency,
+                max_retries,
+                backoff_ms,
+                fuel,
+                allow_http,
+                secrets,
+                config,
+                kv,
+                inject_headers,
+            } = *deploy;
+            let manifest = match &manifest {
+                Some(path) => Manifest::read(path).map_err(anyhow::Error::msg)?,
+                None => Manifest::default(),
+            };
+            let file = file.or(manifest.component.clone()).context(
+                "name the component: jobhost handlers deploy FILE.wasm, or `component` in the manifest",
+            )?;
+            if job_type.is_none() && manifest.job_type.is_none() {
+                anyhow::bail!("name the job type: --type TYPE, or `type` in the manifest");
+            }
             let component =
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            let mut query = vec![format!("type={}", urlencode(&job_type))];
-            let mut add = |name: &str, value: Option<String>| {
+            let mut query = manifest.query();
+            let mut set = |name: &str, value: Option<String>| {
                 if let Some(value) = value {
-                    query.push(format!("{name}={}", urlencode(&value)));
+                    query.retain(|(key, _)| key != name);
+                    query.push((name.to_string(), value));
                 }
             };
-            add("tenant", tenant);
-            add("memory_mb", memory_mb.map(|v| v.to_string()));
-            add("timeout_ms", timeout_ms.map(|v| v.to_string()));
-            add("max_concurrency", max_concurrency.map(|v| v.to_string()));
-            add("max_retries", max_retries.map(|v| v.to_string()));
-            add("backoff_ms", backoff_ms.map(|v| v.to_string()));
-            add("fuel", fuel.map(|v| v.to_string()));
+            set("type", job_type);
+            set("tenant", tenant);
+            set("memory_mb", memory_mb.map(|v| v.to_string()));
+            set("timeout_ms", timeout_ms.map(|v| v.to_string()));
+            set("max_concurrency", max_concurrency.map(|v| v.to_string()));
+            set("max_retries", max_retries.map(|v| v.to_string()));
+            set("backoff_ms", backoff_ms.map(|v| v.to_string()));
+            set("fuel", fuel.map(|v| v.to_string()));
+            for (name, values) in [
+                ("allow_http", allow_http),
+                ("secret", secrets),
+                ("config", config),
+                ("kv", kv),
+                ("inject_header", inject_headers),
+            ] {
+                query.extend(values.into_iter().map(|v| (name.to_string(), v)));
+            }
+            let query = query
+                .iter()
+                .map(|(name, value)| format!("{name}={}", urlencode(value)))
+                .collect::<Vec<_>>();
             let path = format!("/api/v1/handlers?{}", query.join("&"));
             let data = client.upload(&path, component).await?;
             println!(
@@ -985,6 +1078,52 @@ async fn keys(client: RestClient, command: KeysCommand) -> anyhow::Result<()> {
                 )
                 .await?;
             println!("revoked {id}");
+        }
+    }
+    Ok(())
+}
+
+async fn secrets(client: RestClient, command: SecretsCommand) -> anyhow::Result<()> {
+    let path = |name: Option<&str>, tenant: &Option<String>| {
+        let mut path = "/api/v1/secrets".to_string();
+        if let Some(name) = name {
+            path = format!("{path}/{}", urlencode(name));
+        }
+        if let Some(tenant) = tenant {
+            path = format!("{path}?tenant_id={}", urlencode(tenant));
+        }
+        path
+    };
+    match command {
+        SecretsCommand::Set { name, tenant } => {
+            let mut value = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut value)
+                .context("reading the secret from standard input")?;
+            if value.ends_with(b"\n") {
+                value.pop();
+                if value.ends_with(b"\r") {
+                    value.pop();
+                }
+            }
+            let data = client.put_bytes(&path(Some(&name), &tenant), value).await?;
+            let verb = if data["created"] == json!(true) {
+                "created"
+            } else {
+                "replaced"
+            };
+            println!(
+                "{verb} secret {name} in tenant {}",
+                data["secret"]["tenant_id"].as_str().unwrap_or_default()
+            );
+        }
+        SecretsCommand::List { tenant } => {
+            print(&client.call(Method::GET, &path(None, &tenant), None).await?)?
+        }
+        SecretsCommand::Remove { name, tenant } => {
+            client
+                .call(Method::DELETE, &path(Some(&name), &tenant), None)
+                .await?;
+            println!("removed secret {name}");
         }
     }
     Ok(())

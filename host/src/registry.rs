@@ -10,6 +10,7 @@ use tokio::sync::watch;
 
 use crate::audit::AuditAction;
 use crate::auth::{self, Principal};
+use crate::grants::{GrantRequest, Grants};
 use crate::handler::{HandlerLimits, HandlerRecord, HandlerVersion, RetryPolicy};
 use crate::job::limits::{MAX_NAME_BYTES, valid_tenant_id};
 use crate::job::{TenantScope, now_ms};
@@ -60,6 +61,7 @@ pub struct Deployment {
     pub backoff_ms: Option<u64>,
     pub backoff_cap_ms: Option<u64>,
     pub fuel: Option<u64>,
+    pub grants: GrantRequest,
     pub component: Vec<u8>,
 }
 
@@ -198,6 +200,7 @@ impl HandlerRegistry {
         };
         caller.require_tenant(&tenant)?;
         let (limits, retry) = self.check_limits(&deployment)?;
+        let grants = Grants::from_request(deployment.grants).map_err(invalid)?;
         let id = handler_id(&tenant, &job_type);
         self.check_handler_quota(&tenant, &id)?;
         let _upload = self
@@ -213,6 +216,12 @@ impl HandlerRegistry {
                 bytes.len(),
                 self.maxima.component_bytes
             )));
+        }
+        // Refused before the compile, which takes seconds for a large component.
+        let imports =
+            crate::runtime::interface_imports(&bytes).map_err(|e| invalid(e.to_string()))?;
+        for import in &imports {
+            grants.check_import(import).map_err(invalid)?;
         }
         let sha: [u8; 32] = Sha256::digest(&bytes).into();
         let loader = self.runtime.clone();
@@ -243,6 +252,7 @@ impl HandlerRegistry {
             limits,
             retry,
             deployed_at: now,
+            grants,
         };
         record.versions.push(version);
         self.store.put_component(&sha, &bytes)?;

@@ -26,6 +26,7 @@ use crate::quota::Quotas;
 use crate::rate_limit::RateLimit;
 use crate::registry::{Deployment, HandlerMaxima, HandlerRegistry};
 use crate::runtime::{Runtime, RuntimeConfig, RuntimeError};
+use crate::secrets::{SecretBox, SecretKeyError};
 use crate::service::{DEFAULT_TENANT, JobService, ServiceError, ServiceParts};
 use crate::store::{JobStore, SledStore, StoreError};
 use crate::tasks::executor::{Executor, ExecutorConfig, RunningAttempts};
@@ -104,6 +105,8 @@ pub enum ServerError {
     Lanes(std::io::Error),
     #[error("{0}")]
     Handlers(#[from] ServiceError),
+    #[error(transparent)]
+    SecretKey(#[from] SecretKeyError),
 }
 
 /// A server that is accepting requests.
@@ -157,6 +160,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     // Bad TLS files fail before anything is opened.
     let tls = config.tls.as_ref().map(ServerTls::load).transpose()?;
     std::fs::create_dir_all(&config.data_dir).map_err(|e| StoreError::Io(e.to_string()))?;
+    let secret_box = Arc::new(SecretBox::from_env_or_dir(&config.data_dir)?);
     let dir = config.data_dir.clone();
     let metrics = Arc::new(Metrics::default());
     let store_metrics = metrics.clone();
@@ -207,6 +211,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
             clock: config.clock.clone(),
             trigger_changes,
             quotas: config.quotas.clone(),
+            secret_box,
         },
     ));
     let lanes = Lanes::start(config.attempt_threads, tokio::runtime::Handle::current())

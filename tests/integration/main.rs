@@ -21,6 +21,7 @@ mod persistence;
 mod python_client;
 mod quotas;
 mod rest_api;
+mod secrets;
 mod service_endpoints;
 mod tls;
 mod triggers;

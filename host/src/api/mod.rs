@@ -7,4 +7,5 @@ pub mod codec;
 pub mod dashboard;
 pub mod grpc;
 pub mod rest;
+pub mod secrets;
 pub mod views;

@@ -18,6 +18,7 @@ use serde_json::Value;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::auth::{NewKey, Principal};
+use crate::grants::GrantRequest;
 use crate::job::limits::MAX_MESSAGE_BYTES;
 use crate::job::{ProcessRef, now_ms};
 use crate::metrics::MetricsRegistry;
@@ -90,6 +91,7 @@ pub fn router(
         ))
         .merge(handlers)
         .merge(super::backup::router(service.clone(), registry.clone()))
+        .merge(super::secrets::router(service.clone()))
         .merge(super::dashboard::router())
         .with_state(Api {
             service,
@@ -108,7 +110,8 @@ pub fn router(
         cancel_job, update_retries, update_timeout, create_trigger, list_triggers, get_trigger,
         update_trigger, delete_trigger, deploy_handler, list_handlers, get_handler,
         remove_handler, create_key, list_keys, revoke_key, whoami, audit_trail,
-        super::backup::download_backup,
+        super::backup::download_backup, super::secrets::set_secret,
+        super::secrets::list_secrets, super::secrets::get_secret, super::secrets::remove_secret,
     ),
     modifiers(&ApiKeyAuth),
     security(("api_key" = [])),
@@ -179,6 +182,17 @@ struct DeployParams {
     backoff_ms: Option<u64>,
     backoff_cap_ms: Option<u64>,
     fuel: Option<u64>,
+    /// Repeatable: an outbound HTTP rule, `[METHODS ]SCHEME://HOST[:PORT]`.
+    allow_http: Option<Vec<String>>,
+    /// Repeatable: the name of a tenant secret the handler may read.
+    secret: Option<Vec<String>>,
+    /// Repeatable: `KEY=VALUE`, a config value the handler may read.
+    config: Option<Vec<String>>,
+    /// Repeatable: a key-value bucket of the tenant the handler may open.
+    kv: Option<Vec<String>>,
+    /// Repeatable: `HOST=Name: value` with `{{secret:NAME}}` placeholders, a header the host
+    /// adds to allowed requests to that host.
+    inject_header: Option<Vec<String>>,
 }
 
 /// Refuses a request whose `Content-Length` exceeds `limit` before reading a byte of its body,
@@ -258,9 +272,9 @@ impl IntoResponse for ApiError {
     }
 }
 
-type Reply<T> = Result<Json<Envelope<T>>, ApiError>;
+pub(super) type Reply<T> = Result<Json<Envelope<T>>, ApiError>;
 
-fn ok<T: ToSchema>(data: T) -> Reply<T> {
+pub(super) fn ok<T: ToSchema>(data: T) -> Reply<T> {
     Ok(Json(Envelope {
         success: true,
         data,
@@ -841,10 +855,18 @@ async fn delete_trigger(
 async fn deploy_handler(
     State(api): State<Api>,
     headers: HeaderMap,
-    Query(params): Query<HashMap<String, String>>,
+    Query(pairs): Query<Vec<(String, String)>>,
     bytes: Bytes,
 ) -> Reply<HandlerView> {
     let caller = caller(&api, &headers)?;
+    let every = |name: &str| -> Vec<String> {
+        pairs
+            .iter()
+            .filter(|(key, _)| key == name)
+            .map(|(_, value)| value.clone())
+            .collect()
+    };
+    let params: HashMap<String, String> = pairs.iter().cloned().collect();
     let number = |name: &str| query_number::<u64>(&params, name);
     let small = |name: &str| query_number::<u32>(&params, name);
     let deployment = Deployment {
@@ -861,6 +883,13 @@ async fn deploy_handler(
         backoff_ms: number("backoff_ms")?,
         backoff_cap_ms: number("backoff_cap_ms")?,
         fuel: number("fuel")?,
+        grants: GrantRequest {
+            http: every("allow_http"),
+            secrets: every("secret"),
+            config: every("config"),
+            kv: every("kv"),
+            inject_headers: every("inject_header"),
+        },
         component: bytes.to_vec(),
     };
     let handler = api.registry.deploy(&caller, deployment).await?;

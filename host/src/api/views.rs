@@ -552,6 +552,22 @@ pub struct HandlerVersionView {
     pub deployed_at: Option<String>,
     pub limits: LimitsView,
     pub retry: RetryView,
+    pub grants: GrantsView,
+}
+
+/// What a handler version may reach beyond computing. Secret values are never shown.
+#[derive(Serialize, ToSchema)]
+pub struct GrantsView {
+    /// Outbound HTTP rules.
+    pub allow_http: Vec<String>,
+    /// Names of the tenant secrets it may read.
+    pub secrets: Vec<String>,
+    /// Config values it may read.
+    pub config: std::collections::BTreeMap<String, String>,
+    /// Key-value buckets it may open.
+    pub kv: Vec<String>,
+    /// Headers the host adds to allowed requests (`HOST=Name: value`, secrets as placeholders).
+    pub inject_headers: Vec<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -605,6 +621,13 @@ impl HandlerView {
                         max_retries: v.retry.max_retries,
                         backoff_ms: v.retry.backoff_base_ms,
                         backoff_cap_ms: v.retry.backoff_cap_ms,
+                    },
+                    grants: GrantsView {
+                        allow_http: v.grants.http.clone(),
+                        secrets: v.grants.secrets.clone(),
+                        config: v.grants.config.clone(),
+                        kv: v.grants.kv.clone(),
+                        inject_headers: v.grants.inject_headers.clone(),
                     },
                 })
                 .collect(),
@@ -704,4 +727,36 @@ pub struct TriggerList {
 #[derive(Serialize, ToSchema)]
 pub struct RemovedTrigger {
     pub removed: TriggerView,
+}
+
+/// A tenant's secret: its name and when it was last set, never its value.
+#[derive(Serialize, ToSchema)]
+pub struct SecretView {
+    pub tenant_id: String,
+    pub name: String,
+    /// RFC 3339.
+    pub updated_at: Option<String>,
+}
+
+impl From<crate::service::SecretInfo> for SecretView {
+    fn from(info: crate::service::SecretInfo) -> SecretView {
+        SecretView {
+            tenant_id: info.tenant,
+            name: info.name,
+            updated_at: format_time(info.updated_at),
+        }
+    }
+}
+
+/// The answer to setting a secret.
+#[derive(Serialize, ToSchema)]
+pub struct SetSecret {
+    /// False when an existing value was replaced.
+    pub created: bool,
+    pub secret: SecretView,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SecretList {
+    pub secrets: Vec<SecretView>,
 }

@@ -98,6 +98,7 @@ impl Fixture {
                 clock: Arc::new(SystemClock),
                 trigger_changes,
                 quotas: Quotas::default(),
+                secret_box: Arc::new(crate::secrets::SecretBox::new([0; 32])),
             },
         ));
         Fixture {

@@ -355,7 +355,7 @@ impl Runtime {
     /// Compiles and checks an uploaded component (CPU-heavy: call it off the async threads).
     pub fn compile(&self, bytes: &[u8]) -> Result<CompiledHandler, ComponentError> {
         let started = Instant::now();
-        check_imports(bytes)?;
+        interface_imports(bytes)?;
         let component = Component::new(&self.engine, bytes).map_err(|e| {
             if bytes.starts_with(b"\0asm\x01\0\0\0") {
                 ComponentError::NotAComponent(
@@ -540,33 +540,42 @@ impl Runtime {
     }
 }
 
-/// Refuses a component that imports what handlers are not offered, from its import section
-/// alone: the refusal costs a parse, not a compile (which takes seconds for a large component).
-fn check_imports(bytes: &[u8]) -> Result<(), ComponentError> {
+/// The interfaces (`ns:pkg/name@version`) a component imports, from its import section alone;
+/// one that is not offered to handlers is refused. This costs a parse, not a compile (which
+/// takes seconds for a large component), so uploads are refused fast.
+pub fn interface_imports(bytes: &[u8]) -> Result<Vec<String>, ComponentError> {
     use wasmtime::wasmparser::{Parser, Payload};
+    let mut interfaces = Vec::new();
     // Nested modules and components have imports of their own, satisfied inside the component.
     let mut depth = 0_usize;
     for payload in Parser::new(0).parse_all(bytes) {
         // Malformed input is left to the compiler, which says what is wrong with it.
-        let Ok(payload) = payload else { return Ok(()) };
+        let Ok(payload) = payload else {
+            return Ok(interfaces);
+        };
         match payload {
             Payload::Version { .. } => depth += 1,
             Payload::End(_) => depth = depth.saturating_sub(1),
             Payload::ComponentImportSection(imports) if depth == 1 => {
                 for import in imports {
-                    let Ok(import) = import else { return Ok(()) };
-                    // Interfaces (`ns:pkg/name`) are checked here; plain names are the world's
-                    // own types and functions, which instantiation checks after the compile.
+                    let Ok(import) = import else {
+                        return Ok(interfaces);
+                    };
+                    // Plain names are the world's own types and functions, which
+                    // instantiation checks after the compile.
                     let name = import.name.name;
-                    if name.contains(':') && !offered(name) {
-                        return Err(ComponentError::UnknownImport(name.to_string()));
+                    if name.contains(':') {
+                        if !offered(name) {
+                            return Err(ComponentError::UnknownImport(name.to_string()));
+                        }
+                        interfaces.push(name.to_string());
                     }
                 }
             }
             _ => {}
         }
     }
-    Ok(())
+    Ok(interfaces)
 }
 
 /// Interfaces a handler may import: WASI p2 (with nothing ambient behind it) and our host.

@@ -9,10 +9,12 @@
 mod audit;
 mod backup;
 mod keys;
+mod secrets;
 mod triggers;
 
 pub use audit::AuditRequest;
 pub(crate) use audit::record_act;
+pub use secrets::{MAX_SECRETS_PER_TENANT, SecretInfo};
 pub use triggers::{TimeInput, TriggerDefinition, TriggerFilter};
 
 use std::collections::BTreeMap;
@@ -32,6 +34,7 @@ use crate::job::{
 };
 use crate::quota::{Holdings, QuotaExceeded, Quotas};
 use crate::runtime::InterruptReason;
+use crate::secrets::SecretBox;
 use crate::store::index::{IndexStats, StateCounts};
 use crate::store::{Activation, ApplyError, JobStore, ListPage, ListQuery, SortBy, StoreError};
 use crate::tasks::executor::RunningAttempts;
@@ -192,6 +195,8 @@ pub struct JobService {
     /// The trigger scheduler's clock: trigger cursors are set by it.
     clock: Arc<dyn Clock>,
     trigger_changes: TriggerChanges,
+    /// Seals tenants' secrets under the server's key.
+    secret_box: Arc<SecretBox>,
 }
 
 /// What the service needs besides the store.
@@ -203,6 +208,7 @@ pub struct ServiceParts {
     pub clock: Arc<dyn Clock>,
     pub trigger_changes: TriggerChanges,
     pub quotas: Quotas,
+    pub secret_box: Arc<SecretBox>,
 }
 
 impl JobService {
@@ -222,6 +228,7 @@ impl JobService {
             creating_trigger: tokio::sync::Mutex::new(()),
             clock: parts.clock,
             trigger_changes: parts.trigger_changes,
+            secret_box: parts.secret_box,
         }
     }
 

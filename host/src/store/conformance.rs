@@ -14,8 +14,8 @@ use crate::job::AttemptLog;
 use crate::job::state::{Event, Refusal};
 use crate::job::{JobPayload, JobState, NewJob, TenantScope};
 use crate::store::{
-    Activation, ApiKeyRecord, ApplyError, DueFire, Extras, JobStore, ListQuery, Snapshot,
-    StoredRecord, TriggerError,
+    Activation, ApiKeyRecord, ApplyError, DueFire, Extras, JobStore, ListQuery, SecretRecord,
+    Snapshot, StoredRecord, TriggerError,
 };
 use crate::trigger::{Schedule, TriggerRecord};
 
@@ -46,6 +46,7 @@ macro_rules! suite {
             follow_ups_and_attempt_logs_are_written_with_the_event,
             a_refused_event_writes_no_extras,
             handlers_and_components_are_stored_and_removed,
+            secrets_are_kept_per_tenant_and_survive_a_reopen,
             a_trigger_fire_creates_its_job_and_advances_its_cursor_together,
             a_fire_with_a_stale_cursor_does_nothing,
             trigger_names_are_unique_within_a_tenant,
@@ -593,6 +594,13 @@ pub async fn handlers_and_components_are_stored_and_removed(open: Open, dir: &Pa
                 backoff_cap_ms: 60_000,
             },
             deployed_at: 1,
+            grants: crate::grants::Grants {
+                http: vec!["https://api.example.com".into()],
+                secrets: vec!["TOKEN".into()],
+                config: [("region".to_string(), "eu".to_string())].into(),
+                kv: vec!["counters".into()],
+                inject_headers: Vec::new(),
+            },
         }],
     };
     {
@@ -610,6 +618,42 @@ pub async fn handlers_and_components_are_stored_and_removed(open: Open, dir: &Pa
     assert!(store.component(&[1; 32]).unwrap().is_none());
     assert!(store.delete_handler("h1").unwrap());
     assert!(store.handlers().unwrap().is_empty());
+}
+
+pub async fn secrets_are_kept_per_tenant_and_survive_a_reopen(open: Open, dir: &Path) {
+    let secret = |tenant: &str, name: &str, sealed: &[u8]| SecretRecord {
+        tenant: tenant.into(),
+        name: name.into(),
+        sealed: sealed.to_vec(),
+        updated_at: 5,
+    };
+    {
+        let store = open(dir);
+        store.put_secret(&secret("acme", "B", b"1")).unwrap();
+        store.put_secret(&secret("acme", "A", b"2")).unwrap();
+        store.put_secret(&secret("acme2", "A", b"3")).unwrap();
+        store.put_secret(&secret("acme", "B", b"4")).unwrap();
+        store.close().await.unwrap();
+    }
+    let store = open(dir);
+    let names = |tenant: &str| -> Vec<String> {
+        store
+            .secrets(tenant)
+            .unwrap()
+            .into_iter()
+            .map(|s| s.name)
+            .collect()
+    };
+    assert_eq!(names("acme"), ["A", "B"]);
+    assert_eq!(names("acme2"), ["A"]);
+    assert_eq!(
+        store.secret("acme", "B").unwrap().map(|s| s.sealed),
+        Some(b"4".to_vec())
+    );
+    assert_eq!(store.secret("other", "A").unwrap(), None);
+    assert!(store.delete_secret("acme", "B").unwrap());
+    assert!(!store.delete_secret("acme", "B").unwrap());
+    assert_eq!(names("acme"), ["A"]);
 }
 
 /// 2026-01-01T00:00:00Z.

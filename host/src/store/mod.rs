@@ -45,6 +45,15 @@ pub enum StoreError {
     Closed,
 }
 
+/// A tenant's secret as stored: the value only sealed (see [`crate::secrets`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SecretRecord {
+    pub tenant: String,
+    pub name: String,
+    pub sealed: Vec<u8>,
+    pub updated_at: EpochMs,
+}
+
 /// Why an event on one job was not applied.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum ApplyError {
@@ -251,6 +260,17 @@ pub trait JobStore: Send + Sync + 'static {
     fn put_component(&self, sha256: &[u8; 32], bytes: &[u8]) -> Result<(), StoreError>;
 
     fn component(&self, sha256: &[u8; 32]) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Stores (or replaces) a tenant's sealed secret durably.
+    fn put_secret(&self, secret: &SecretRecord) -> Result<(), StoreError>;
+
+    fn secret(&self, tenant: &str, name: &str) -> Result<Option<SecretRecord>, StoreError>;
+
+    /// A tenant's secrets, by name.
+    fn secrets(&self, tenant: &str) -> Result<Vec<SecretRecord>, StoreError>;
+
+    /// Removes a secret durably; false if there was none.
+    fn delete_secret(&self, tenant: &str, name: &str) -> Result<bool, StoreError>;
 
     /// Stores a new trigger under a fresh id (revision 1); its name must be free in its
     /// tenant.

@@ -22,8 +22,8 @@ use self::snapshot::Snapshots;
 use self::writer::{Command, Poison, Writer};
 use super::index::{IndexStats, JobIndex};
 use super::{
-    Activation, ApiKeyRecord, ApplyError, DueFire, Extras, JobStore, ListPage, ListQuery, Snapshot,
-    StoreError, TriggerError,
+    Activation, ApiKeyRecord, ApplyError, DueFire, Extras, JobStore, ListPage, ListQuery,
+    SecretRecord, Snapshot, StoreError, TriggerError,
 };
 use crate::audit::{AuditEntry, AuditPage, AuditQuery};
 use crate::handler::HandlerRecord;
@@ -47,6 +47,7 @@ pub struct SledStore {
     api_keys: sled::Tree,
     handlers: sled::Tree,
     components: sled::Tree,
+    secrets: sled::Tree,
     audit: sled::Tree,
     /// The next audit entry's id: one past the last stored, so a restored store goes on
     /// from its trail rather than from sled's id counter, which a snapshot does not carry.
@@ -80,6 +81,7 @@ impl SledStore {
         let api_keys = db.open_tree("api_keys").map_err(io)?;
         let handlers = db.open_tree("handlers").map_err(io)?;
         let components = db.open_tree("components").map_err(io)?;
+        let secrets = db.open_tree("secrets").map_err(io)?;
         let audit = db.open_tree("audit").map_err(io)?;
         let last_audit_id = match audit.last().map_err(io)? {
             Some((key, _)) => u64::from_be_bytes(
@@ -117,6 +119,7 @@ impl SledStore {
             api_keys,
             handlers,
             components,
+            secrets,
             audit,
             next_audit_id: std::sync::atomic::AtomicU64::new(last_audit_id + 1),
             commands,
@@ -210,11 +213,10 @@ fn open_when_free(dir: &Path) -> Result<sled::Db, StoreError> {
     }
 }
 
-/// Every value of a small tree (keys, handlers), decoded.
-fn decode_all<T: serde::de::DeserializeOwned>(tree: &sled::Tree) -> Result<Vec<T>, StoreError> {
-    tree.iter()
-        .map(|entry| codec::decode(&entry.map_err(io)?.1))
-        .collect()
+/// Secrets sort by tenant, then name; tenant ids hold no NUL, so no tenant's prefix is
+/// another's.
+fn secret_key(tenant: &str, name: &str) -> Vec<u8> {
+    format!("{tenant}\0{name}").into_bytes()
 }
 
 /// An API key as stored before keys had rate limits.
@@ -242,6 +244,54 @@ fn decode_api_key(bytes: &[u8]) -> Result<ApiKeyRecord, StoreError> {
             tenants: old.tenants,
             created_at: old.created_at,
             rate_limit: None,
+        })
+    })
+}
+
+/// A handler as stored before versions had grants.
+#[derive(serde::Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+struct HandlerRecordWithoutGrants {
+    id: String,
+    tenant: String,
+    job_type: String,
+    created_at: EpochMs,
+    versions: Vec<HandlerVersionWithoutGrants>,
+}
+
+#[derive(serde::Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+struct HandlerVersionWithoutGrants {
+    version: u32,
+    component_sha256: [u8; 32],
+    component_bytes: u64,
+    limits: crate::handler::HandlerLimits,
+    retry: crate::handler::RetryPolicy,
+    deployed_at: EpochMs,
+}
+
+/// Decodes a handler in the current layout, or in the one before grants (granted nothing).
+fn decode_handler(bytes: &[u8]) -> Result<HandlerRecord, StoreError> {
+    codec::decode(bytes).or_else(|error| {
+        let old: HandlerRecordWithoutGrants = codec::decode(bytes).map_err(|_| error)?;
+        Ok(HandlerRecord {
+            id: old.id,
+            tenant: old.tenant,
+            job_type: old.job_type,
+            created_at: old.created_at,
+            versions: old
+                .versions
+                .into_iter()
+                .map(|v| crate::handler::HandlerVersion {
+                    version: v.version,
+                    component_sha256: v.component_sha256,
+                    component_bytes: v.component_bytes,
+                    limits: v.limits,
+                    retry: v.retry,
+                    deployed_at: v.deployed_at,
+                    grants: Default::default(),
+                })
+                .collect(),
         })
     })
 }
@@ -396,7 +446,10 @@ impl JobStore for SledStore {
     }
 
     fn handlers(&self) -> Result<Vec<HandlerRecord>, StoreError> {
-        decode_all(&self.handlers)
+        self.handlers
+            .iter()
+            .map(|entry| decode_handler(&entry.map_err(io)?.1))
+            .collect()
     }
 
     fn put_handler(&self, handler: &HandlerRecord) -> Result<(), StoreError> {
@@ -414,6 +467,30 @@ impl JobStore for SledStore {
 
     fn component(&self, sha256: &[u8; 32]) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.components.get(sha256).map_err(io)?.map(|b| b.to_vec()))
+    }
+
+    fn put_secret(&self, secret: &SecretRecord) -> Result<(), StoreError> {
+        let key = secret_key(&secret.tenant, &secret.name);
+        self.insert_durably(&self.secrets, &key, &codec::encode(secret))
+    }
+
+    fn secret(&self, tenant: &str, name: &str) -> Result<Option<SecretRecord>, StoreError> {
+        self.secrets
+            .get(secret_key(tenant, name))
+            .map_err(io)?
+            .map(|bytes| codec::decode(&bytes))
+            .transpose()
+    }
+
+    fn secrets(&self, tenant: &str) -> Result<Vec<SecretRecord>, StoreError> {
+        self.secrets
+            .scan_prefix(secret_key(tenant, ""))
+            .map(|entry| codec::decode(&entry.map_err(io)?.1))
+            .collect()
+    }
+
+    fn delete_secret(&self, tenant: &str, name: &str) -> Result<bool, StoreError> {
+        self.remove_durably(&self.secrets, &secret_key(tenant, name))
     }
 
     async fn create_trigger(&self, trigger: TriggerRecord) -> Result<TriggerRecord, TriggerError> {
@@ -568,5 +645,36 @@ mod tests {
         assert_eq!(key.id, "k");
         assert_eq!(key.tenants, Some(vec!["acme".to_string()]));
         assert_eq!(key.rate_limit, None);
+    }
+
+    #[test]
+    fn a_handler_stored_before_grants_reads_back_granted_nothing() {
+        let old = HandlerRecordWithoutGrants {
+            id: "h1".into(),
+            tenant: "acme".into(),
+            job_type: "resize".into(),
+            created_at: 5,
+            versions: vec![HandlerVersionWithoutGrants {
+                version: 1,
+                component_sha256: [9; 32],
+                component_bytes: 100,
+                limits: crate::handler::HandlerLimits {
+                    memory_mb: 64,
+                    timeout_ms: 1_000,
+                    max_concurrency: 2,
+                    fuel: None,
+                },
+                retry: crate::handler::RetryPolicy {
+                    max_retries: 3,
+                    backoff_base_ms: 10,
+                    backoff_cap_ms: 100,
+                },
+                deployed_at: 6,
+            }],
+        };
+        let handler = decode_handler(&codec::encode(&old)).unwrap();
+        assert_eq!(handler.job_type, "resize");
+        assert_eq!(handler.current().limits.max_concurrency, 2);
+        assert!(handler.current().grants.is_empty());
     }
 }
