@@ -17,7 +17,7 @@ use tonic::transport::Channel;
 use crate::api::grpc::pb;
 use crate::api::grpc::pb::jobs_service_client::JobsServiceClient;
 use crate::client::RestClient;
-use crate::runtime::{AttemptInput, AttemptLimits, Runtime, RuntimeConfig};
+use crate::runtime::{AttemptInput, AttemptLimits, Capabilities, Runtime, RuntimeConfig};
 use crate::server::{Config, start};
 
 const KEY: &str = "bench-admin-key";
@@ -340,7 +340,15 @@ async fn sandbox_overhead(samples: usize) -> Vec<f64> {
     };
     let mut micros = Vec::with_capacity(samples);
     for _ in 0..samples {
-        let result = runtime.run(&handler, &input, limits, Arc::default()).await;
+        let result = runtime
+            .run(
+                &handler,
+                &input,
+                limits,
+                Capabilities::default(),
+                Arc::default(),
+            )
+            .await;
         micros.push(result.duration.as_secs_f64() * 1e6);
     }
     micros

@@ -29,6 +29,7 @@ use crate::runtime::{Runtime, RuntimeConfig, RuntimeError};
 use crate::secrets::{SecretBox, SecretKeyError};
 use crate::service::{DEFAULT_TENANT, JobService, ServiceError, ServiceParts};
 use crate::store::{JobStore, SledStore, StoreError};
+use crate::tasks::capabilities::CapabilitySource;
 use crate::tasks::executor::{Executor, ExecutorConfig, RunningAttempts};
 use crate::tasks::lanes::Lanes;
 use crate::tasks::scheduler::{SchedulerStats, TriggerScheduler};
@@ -211,7 +212,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
             clock: config.clock.clone(),
             trigger_changes,
             quotas: config.quotas.clone(),
-            secret_box,
+            secret_box: secret_box.clone(),
         },
     ));
     let lanes = Lanes::start(config.attempt_threads, tokio::runtime::Handle::current())
@@ -222,6 +223,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         registry.clone(),
         attempts,
         lanes,
+        CapabilitySource::new(store.clone(), secret_box),
         ExecutorConfig {
             max_attempts: config.max_attempts,
             max_attempts_per_tenant: config.quotas.attempts_per_tenant,

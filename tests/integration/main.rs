@@ -13,6 +13,7 @@ mod cli;
 mod dashboard;
 mod edge;
 mod grpc_decoding;
+mod handler_grants;
 mod handlers;
 mod key_scoping;
 mod lifecycle;

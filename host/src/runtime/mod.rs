@@ -8,6 +8,7 @@
 
 mod output;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -22,6 +23,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 pub use output::CapturedOutput;
 
+use crate::secrets::redact;
+
 wasmtime::component::bindgen!({
     world: "job-handler",
     path: "../wit",
@@ -31,6 +34,7 @@ wasmtime::component::bindgen!({
 
 use self::jobhost::plugin::host::Level;
 use self::jobhost::plugin::types as wit;
+use self::wasi::config::store as config_store;
 
 /// How often running guests are interrupted to check their deadline and yield their thread.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -93,6 +97,23 @@ pub struct AttemptInput {
     pub variables: String,
     pub custom_headers: Vec<(String, String)>,
     pub deadline_ms: i64,
+}
+
+/// What an attempt may reach beyond its sandbox, as its handler was granted at deploy.
+#[derive(Clone, Default)]
+pub struct Capabilities {
+    /// What `wasi:config/store` answers: granted config values and secret values, by key.
+    pub config: Arc<BTreeMap<String, String>>,
+    /// The secret values among them, as (name, value): redacted from what the attempt leaves.
+    pub secrets: Arc<Vec<(String, String)>>,
+}
+
+impl std::fmt::Debug for Capabilities {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Capabilities")
+            .field("config_keys", &self.config.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Limits of one attempt.
@@ -236,6 +257,7 @@ pub struct AttemptState {
     deadline: Instant,
     interrupt: Arc<Interrupt>,
     output: CapturedOutput,
+    capabilities: Capabilities,
 }
 
 impl WasiView for AttemptState {
@@ -272,6 +294,21 @@ impl self::jobhost::plugin::host::Host for AttemptState {
 }
 
 impl wit::Host for AttemptState {}
+
+impl config_store::Host for AttemptState {
+    async fn get(&mut self, key: String) -> Result<Option<String>, config_store::Error> {
+        Ok(self.capabilities.config.get(&key).cloned())
+    }
+
+    async fn get_all(&mut self) -> Result<Vec<(String, String)>, config_store::Error> {
+        Ok(self
+            .capabilities
+            .config
+            .iter()
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect())
+    }
+}
 
 pub struct Runtime {
     engine: Engine,
@@ -441,6 +478,7 @@ impl Runtime {
         handler: &CompiledHandler,
         input: &AttemptInput,
         limits: AttemptLimits,
+        capabilities: Capabilities,
         interrupt: Arc<Interrupt>,
     ) -> AttemptResult {
         let started = Instant::now();
@@ -467,6 +505,7 @@ impl Runtime {
             deadline,
             interrupt: interrupt.clone(),
             output: output.clone(),
+            capabilities: capabilities.clone(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
@@ -501,7 +540,7 @@ impl Runtime {
             }
         };
         let timeout_ms = limits.timeout.as_millis();
-        let outcome = match ended {
+        let mut outcome = match ended {
             Ended::Returned(Ok(outcome)) => convert(outcome),
             Ended::Returned(Err(error)) => {
                 let reason = if store.data().limits.memory_refused {
@@ -532,9 +571,16 @@ impl Runtime {
             Ended::Interrupted(reason) => AttemptOutcome::Interrupted(reason),
         };
         drop(store);
+        let mut output = output.text();
+        if !capabilities.secrets.is_empty() {
+            output = redact(&output, &capabilities.secrets);
+            if let AttemptOutcome::Failed { reason, .. } = &mut outcome {
+                *reason = redact(reason, &capabilities.secrets);
+            }
+        }
         AttemptResult {
             outcome,
-            output: output.text(),
+            output,
             duration: started.elapsed(),
         }
     }
@@ -580,8 +626,9 @@ pub fn interface_imports(bytes: &[u8]) -> Result<Vec<String>, ComponentError> {
 
 /// Interfaces a handler may import: WASI p2 (with nothing ambient behind it) and our host.
 fn offered(import: &str) -> bool {
-    const OFFERED: [&str; 7] = [
+    const OFFERED: [&str; 8] = [
         "wasi:cli/",
+        "wasi:config/store@0.2.0-rc.1",
         "wasi:clocks/",
         "wasi:filesystem/",
         "wasi:io/",

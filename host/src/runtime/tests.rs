@@ -44,7 +44,13 @@ async fn run(name: &str, variables: &str, limits: AttemptLimits) -> AttemptResul
     let runtime = runtime(None);
     let handler = runtime.compile(&plugin(name)).expect("compiles");
     runtime
-        .run(&handler, &input(variables), limits, Arc::default())
+        .run(
+            &handler,
+            &input(variables),
+            limits,
+            Capabilities::default(),
+            Arc::default(),
+        )
         .await
 }
 
@@ -136,7 +142,13 @@ async fn an_interrupt_stops_a_running_attempt_promptly() {
         trigger.trigger(InterruptReason::Cancelled);
     });
     let result = runtime
-        .run(&handler, &input("{}"), limits(30_000), interrupt)
+        .run(
+            &handler,
+            &input("{}"),
+            limits(30_000),
+            Capabilities::default(),
+            interrupt,
+        )
         .await;
     assert_eq!(
         result.outcome,

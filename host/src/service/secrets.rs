@@ -146,34 +146,6 @@ impl JobService {
         )?;
         Ok(info)
     }
-
-    /// The values of the named secrets of `tenant` that exist, for a handler granted them.
-    #[allow(dead_code)] // read by the attempts' wasi:config store, which comes next
-    /// A value that no longer opens (the server key changed) is left out and logged by name.
-    pub(crate) fn open_secrets(
-        &self,
-        tenant: &str,
-        names: &[String],
-    ) -> Result<Vec<(String, String)>, ServiceError> {
-        let mut values = Vec::with_capacity(names.len());
-        for name in names {
-            let Some(record) = self.store.secret(tenant, name)? else {
-                continue;
-            };
-            match self
-                .secret_box
-                .open(tenant, name, &record.sealed)
-                .and_then(|bytes| String::from_utf8(bytes).ok())
-            {
-                Some(value) => values.push((name.clone(), value)),
-                None => tracing::warn!(
-                    %tenant, secret = %name,
-                    "a stored secret does not open under the server's secret key; was the key changed?"
-                ),
-            }
-        }
-        Ok(values)
-    }
 }
 
 fn not_found(tenant: &str, name: &str) -> ServiceError {

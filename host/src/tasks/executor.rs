@@ -25,6 +25,7 @@ use crate::runtime::{
     AttemptInput, AttemptLimits, AttemptOutcome, AttemptResult, Interrupt, InterruptReason, Runtime,
 };
 use crate::store::{Activation, Extras, JobStore};
+use crate::tasks::capabilities::CapabilitySource;
 use crate::tasks::lanes::Lanes;
 
 /// How much longer a Wasm job's lease lasts than its attempt may run, so that the attempt is
@@ -118,6 +119,7 @@ pub struct Executor {
     registry: Arc<HandlerRegistry>,
     attempts: Arc<RunningAttempts>,
     lanes: Lanes,
+    capabilities: CapabilitySource,
     config: ExecutorConfig,
     global: Arc<Semaphore>,
     tenants: Mutex<HashMap<String, Arc<Semaphore>>>,
@@ -131,9 +133,11 @@ impl Executor {
         registry: Arc<HandlerRegistry>,
         attempts: Arc<RunningAttempts>,
         lanes: Lanes,
+        capabilities: CapabilitySource,
         config: ExecutorConfig,
     ) -> Executor {
         Executor {
+            capabilities,
             store,
             runtime,
             registry,
@@ -314,28 +318,39 @@ impl Executor {
             timeout,
             fuel: version.limits.fuel,
         };
-        let run = {
-            let runtime = self.runtime.clone();
-            let compiled = handler.compiled.clone();
-            let interrupt = guard.interrupt.clone();
-            async move { runtime.run(&compiled, &input, limits, interrupt).await }
-        };
         let started = std::time::Instant::now();
-        // The lanes outlive every attempt of their executor, so no answer means the attempt
-        // panicked in the host: a failure like any other, retried by the handler's policy.
-        let result = self
-            .lanes
-            .run(&record.tenant, run)
-            .await
-            .unwrap_or_else(|| AttemptResult {
-                outcome: AttemptOutcome::Failed {
-                    reason: "the host failed while running the attempt".into(),
-                    retryable: true,
-                    backoff_ms: None,
-                },
-                output: String::new(),
-                duration: started.elapsed(),
-            });
+        let failed = |reason: String| AttemptResult {
+            outcome: AttemptOutcome::Failed {
+                reason,
+                retryable: true,
+                backoff_ms: None,
+            },
+            output: String::new(),
+            duration: started.elapsed(),
+        };
+        let result = match self
+            .capabilities
+            .for_attempt(&record.tenant, &version.grants)
+        {
+            Ok(capabilities) => {
+                let runtime = self.runtime.clone();
+                let compiled = handler.compiled.clone();
+                let interrupt = guard.interrupt.clone();
+                let run = async move {
+                    runtime
+                        .run(&compiled, &input, limits, capabilities, interrupt)
+                        .await
+                };
+                // The lanes outlive every attempt of their executor, so no answer means the
+                // attempt panicked in the host: a failure like any other, retried by the
+                // handler's policy.
+                self.lanes
+                    .run(&record.tenant, run)
+                    .await
+                    .unwrap_or_else(|| failed("the host failed while running the attempt".into()))
+            }
+            Err(error) => failed(format!("cannot read the handler's secrets: {error}")),
+        };
         self.metrics.observe_attempt(
             &record.job_type,
             &record.tenant,

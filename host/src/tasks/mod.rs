@@ -4,7 +4,10 @@
 //! - [`executor`]: runs the jobs of every type that has a Wasm handler, its attempts on the
 //!   [`lanes`];
 //! - [`scheduler`]: fires triggers when they are due.
+//!
+//! [`capabilities`] turns a handler's grants into what each of its attempts may reach.
 
+pub mod capabilities;
 pub mod executor;
 pub mod lanes;
 pub mod scheduler;

@@ -32,6 +32,7 @@ pub mod bindings {
         pub_export_macro: true,
         export_macro_name: "__export_job_handler",
         default_bindings_module: "jobhost_plugin::bindings",
+        generate_all,
     });
 }
 
@@ -260,6 +261,43 @@ pub mod log {
     pub fn error(message: &str) {
         host::log(Level::Error, message);
     }
+}
+
+/// The config values and secrets the handler was granted at deploy (`--config KEY=VALUE`,
+/// `--secret NAME`). Using any of these makes the component import `wasi:config/store`,
+/// which is refused at upload unless the handler is granted a config value or a secret.
+pub mod config {
+    use super::Result;
+    use super::bindings::wasi::config::store;
+
+    fn describe(error: store::Error) -> String {
+        match error {
+            store::Error::Upstream(text) | store::Error::Io(text) => text,
+        }
+    }
+
+    /// The value granted under `key`, if any.
+    pub fn get(key: &str) -> Result<Option<String>> {
+        Ok(store::get(key).map_err(describe)?)
+    }
+
+    /// The value granted under `key`; an error naming the grant to add when there is none.
+    pub fn require(key: &str) -> Result<String> {
+        get(key)?.ok_or_else(|| {
+            format!("no config value or secret '{key}': deploy with --config {key}=... or --secret {key}").into()
+        })
+    }
+
+    /// Every granted key with its value.
+    pub fn all() -> Result<Vec<(String, String)>> {
+        Ok(store::get_all().map_err(describe)?)
+    }
+}
+
+/// The value of the tenant's secret `name`, granted with `--secret NAME`. Values that appear
+/// in the attempt's output or failure message are redacted before they are stored.
+pub fn secret(name: &str) -> Result<String> {
+    config::require(name)
 }
 
 /// Milliseconds left before the attempt is cut off.

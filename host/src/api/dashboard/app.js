@@ -978,7 +978,8 @@
                       (v.retry
                         ? ` · ${count(v.retry.max_retries)} retries, backoff ${count(v.retry.backoff_ms)}` +
                           `–${count(v.retry.backoff_cap_ms)} ms`
-                        : ""),
+                        : "") +
+                      grantsText(v.grants),
                   ),
                 ),
               ),
@@ -989,6 +990,21 @@
       },
       "handlers-error",
     );
+  }
+
+  // A version's grants in a few words: names and patterns only (values are never sent).
+  function grantsText(grants) {
+    if (!grants) return "";
+    const parts = [];
+    if ((grants.allow_http || []).length) parts.push("http " + grants.allow_http.join(", "));
+    if ((grants.secrets || []).length) parts.push("secrets " + grants.secrets.join(", "));
+    const config = Object.keys(grants.config || {});
+    if (config.length) parts.push("config " + config.join(", "));
+    if ((grants.kv || []).length) parts.push("kv " + grants.kv.join(", "));
+    if ((grants.inject_headers || []).length) {
+      parts.push(grants.inject_headers.length + " injected header(s)");
+    }
+    return parts.length ? " · grants: " + parts.join("; ") : " · no grants";
   }
 
   function loadTriggers() {
