@@ -2,6 +2,8 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -9,8 +11,11 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use jobhost::client::RestClient;
+use jobhost::grants::{HttpRule, ServerHttpPolicy};
 use jobhost::manifest::Manifest;
 use jobhost::quota::Quotas;
+use jobhost::runtime::HttpLimits;
+use jobhost::tasks::capabilities::HttpSettings;
 
 #[derive(Parser)]
 #[command(
@@ -186,6 +191,52 @@ struct ServeArgs {
     /// Requests such a key may make at once, above its rate.
     #[arg(long, requires = "rate_limit")]
     rate_burst: Option<u32>,
+    #[command(flatten)]
+    http: HttpArgs,
+}
+
+/// What handlers' outbound HTTP may reach and use, whatever their grants say.
+#[derive(Args)]
+struct HttpArgs {
+    /// A rule every handler request must also match ([METHODS ]SCHEME://HOST[:PORT];
+    /// repeatable). Default: any public host. Private, loopback and link-local addresses are
+    /// reached only through a rule that names the host, e.g. http://127.0.0.1:8080.
+    #[arg(long = "http-allow", value_name = "PATTERN")]
+    http_allow: Vec<String>,
+    /// Requests one attempt may send.
+    #[arg(long, default_value_t = HttpLimits::default().max_requests)]
+    http_max_requests: u32,
+    /// Response body bytes one request may receive.
+    #[arg(long, default_value_t = HttpLimits::default().max_response_bytes)]
+    http_max_response_bytes: u64,
+    /// Time to connect (DNS, TCP, TLS) in ms.
+    #[arg(long, default_value_t = HttpLimits::default().connect_timeout.as_millis() as u64)]
+    http_connect_timeout_ms: u64,
+    /// Time from a request sent to its response's headers, and between pieces of its body, in ms.
+    #[arg(long, default_value_t = HttpLimits::default().first_byte_timeout.as_millis() as u64)]
+    http_response_timeout_ms: u64,
+}
+
+impl HttpArgs {
+    fn settings(&self) -> anyhow::Result<HttpSettings> {
+        let rules = self
+            .http_allow
+            .iter()
+            .map(|rule| HttpRule::parse(rule).map_err(|e| anyhow::anyhow!("--http-allow: {e}")))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let response_timeout = Duration::from_millis(self.http_response_timeout_ms.max(1));
+        Ok(HttpSettings {
+            policy: Arc::new(ServerHttpPolicy { rules }),
+            limits: HttpLimits {
+                max_requests: self.http_max_requests,
+                max_response_bytes: self.http_max_response_bytes,
+                connect_timeout: Duration::from_millis(self.http_connect_timeout_ms.max(1)),
+                first_byte_timeout: response_timeout,
+                between_bytes_timeout: response_timeout,
+            },
+            tls: None,
+        })
+    }
 }
 
 /// What one tenant or key may hold at once; see `whoami`.
@@ -647,6 +698,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             Some(jobhost::rate_limit::RateLimit::checked(rate, burst).map_err(anyhow::Error::msg)?);
     }
     config.shutdown_grace = std::time::Duration::from_millis(args.shutdown_grace_ms);
+    config.http = args.http.settings()?;
     if config.admin_key.as_deref().is_none_or(str::is_empty) {
         tracing::warn!("JOBHOST_ADMIN_KEY is not set: only keys created earlier can call");
     }

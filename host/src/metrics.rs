@@ -1,6 +1,7 @@
 //! Prometheus metrics: job transitions by type and tenant, activation latency, Wasm attempt
-//! durations, and (read at scrape time) queue depth by state, waiting long polls and handler
-//! compile and cache-load counts. Rendered in the text format at `GET /metrics`.
+//! durations, handlers' outbound HTTP requests by status, and (read at scrape time) queue
+//! depth by state, waiting long polls and handler compile and cache-load counts. Rendered in
+//! the text format at `GET /metrics`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,6 +21,15 @@ use crate::job::JobState;
 pub struct JobLabels {
     pub job_type: String,
     pub tenant: String,
+}
+
+/// The labels of a handler's outbound HTTP requests.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub job_type: String,
+    pub tenant: String,
+    /// The response's status code, `refused` (by the grants) or `error` (no response).
+    pub status: String,
 }
 
 /// What happened to a job, as counted.
@@ -43,6 +53,7 @@ pub struct Metrics {
     /// From a job becoming activatable to its lease.
     activation_latency: Histogram,
     attempt_duration: Family<JobLabels, Histogram>,
+    handler_http_requests: Family<HttpLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -59,6 +70,7 @@ impl Default for Metrics {
                 // 10 µs to about 5 min.
                 Histogram::new(exponential_buckets(0.000_01, 2.0, 25))
             }),
+            handler_http_requests: Family::default(),
         }
     }
 }
@@ -84,6 +96,16 @@ impl Metrics {
 
     pub fn observe_activation_latency(&self, seconds: f64) {
         self.activation_latency.observe(seconds);
+    }
+
+    /// Counts one outbound HTTP request of a handler by how it ended.
+    pub fn count_handler_http_request(&self, job_type: &str, tenant: &str, status: &str) {
+        let labels = HttpLabels {
+            job_type: job_type.to_string(),
+            tenant: tenant.to_string(),
+            status: status.to_string(),
+        };
+        self.handler_http_requests.get_or_create(&labels).inc();
     }
 
     pub fn observe_attempt(&self, job_type: &str, tenant: &str, seconds: f64) {
@@ -242,6 +264,11 @@ impl MetricsRegistry {
             "Duration of Wasm handler attempts",
             prometheus_client::registry::Unit::Seconds,
             metrics.attempt_duration.clone(),
+        );
+        registry.register(
+            "jobhost_handler_http_requests",
+            "Outbound HTTP requests of Wasm handlers, by status (or refused, error)",
+            metrics.handler_http_requests.clone(),
         );
         registry.register_collector(Box::new(ScrapeTime(gauges)));
         MetricsRegistry { registry }

@@ -29,7 +29,7 @@ use crate::runtime::{Runtime, RuntimeConfig, RuntimeError};
 use crate::secrets::{SecretBox, SecretKeyError};
 use crate::service::{DEFAULT_TENANT, JobService, ServiceError, ServiceParts};
 use crate::store::{JobStore, SledStore, StoreError};
-use crate::tasks::capabilities::CapabilitySource;
+use crate::tasks::capabilities::{CapabilitySource, HttpSettings};
 use crate::tasks::executor::{Executor, ExecutorConfig, RunningAttempts};
 use crate::tasks::lanes::Lanes;
 use crate::tasks::scheduler::{SchedulerStats, TriggerScheduler};
@@ -60,6 +60,8 @@ pub struct Config {
     pub clock: Arc<dyn Clock>,
     /// Serve both listeners over TLS with this certificate and key.
     pub tls: Option<TlsFiles>,
+    /// What handlers' outbound HTTP may reach and use.
+    pub http: HttpSettings,
 }
 
 impl Config {
@@ -79,6 +81,7 @@ impl Config {
             deploy_examples: false,
             clock: Arc::new(SystemClock),
             tls: None,
+            http: HttpSettings::default(),
         }
     }
 }
@@ -223,7 +226,12 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         registry.clone(),
         attempts,
         lanes,
-        CapabilitySource::new(store.clone(), secret_box),
+        CapabilitySource::new(
+            store.clone(),
+            secret_box,
+            config.http.clone(),
+            metrics.clone(),
+        ),
         ExecutorConfig {
             max_attempts: config.max_attempts,
             max_attempts_per_tenant: config.quotas.attempts_per_tenant,

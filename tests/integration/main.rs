@@ -14,6 +14,7 @@ mod dashboard;
 mod edge;
 mod grpc_decoding;
 mod handler_grants;
+mod handler_http;
 mod handlers;
 mod key_scoping;
 mod lifecycle;

@@ -6,6 +6,7 @@
 //! gets a fresh `Store` with its own limits, runs as a future that yields at every epoch tick,
 //! and ends at its deadline, on an interrupt, or on a trap, never taking the host down.
 
+mod http;
 mod output;
 
 use std::collections::BTreeMap;
@@ -20,7 +21,9 @@ use wasmtime::{
     StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline,
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
+pub use http::{HttpAccess, HttpLimits, RequestObserver, client_config};
 pub use output::CapturedOutput;
 
 use crate::secrets::redact;
@@ -106,6 +109,8 @@ pub struct Capabilities {
     pub config: Arc<BTreeMap<String, String>>,
     /// The secret values among them, as (name, value): redacted from what the attempt leaves.
     pub secrets: Arc<Vec<(String, String)>>,
+    /// Outbound HTTP; `None`: every request is refused.
+    pub http: Option<Arc<HttpAccess>>,
 }
 
 impl std::fmt::Debug for Capabilities {
@@ -258,6 +263,18 @@ pub struct AttemptState {
     interrupt: Arc<Interrupt>,
     output: CapturedOutput,
     capabilities: Capabilities,
+    http_ctx: WasiHttpCtx,
+    http: http::AttemptHttp,
+}
+
+impl WasiHttpView for AttemptState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http_ctx,
+            table: &mut self.table,
+            hooks: &mut self.http,
+        }
+    }
 }
 
 impl WasiView for AttemptState {
@@ -345,6 +362,7 @@ impl Runtime {
         let engine = Engine::new(&engine_config).map_err(engine_error)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(engine_error)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(engine_error)?;
         JobHandler::add_to_linker::<AttemptState, HasSelf<AttemptState>>(&mut linker, |s| s)
             .map_err(engine_error)?;
 
@@ -505,6 +523,8 @@ impl Runtime {
             deadline,
             interrupt: interrupt.clone(),
             output: output.clone(),
+            http_ctx: WasiHttpCtx::new(),
+            http: http::AttemptHttp::new(capabilities.http.clone(), deadline, output.clone()),
             capabilities: capabilities.clone(),
         };
         let mut store = Store::new(&self.engine, state);
@@ -624,11 +644,14 @@ pub fn interface_imports(bytes: &[u8]) -> Result<Vec<String>, ComponentError> {
     Ok(interfaces)
 }
 
-/// Interfaces a handler may import: WASI p2 (with nothing ambient behind it) and our host.
+/// Interfaces a handler may import: WASI p2 (with nothing ambient behind it), our host, and
+/// the capabilities granted at deploy (config, outbound HTTP).
 fn offered(import: &str) -> bool {
-    const OFFERED: [&str; 8] = [
+    const OFFERED: [&str; 10] = [
         "wasi:cli/",
         "wasi:config/store@0.2.0-rc.1",
+        "wasi:http/types@0.2.",
+        "wasi:http/outgoing-handler@0.2.",
         "wasi:clocks/",
         "wasi:filesystem/",
         "wasi:io/",

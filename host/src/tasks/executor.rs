@@ -328,29 +328,32 @@ impl Executor {
             output: String::new(),
             duration: started.elapsed(),
         };
-        let result = match self
-            .capabilities
-            .for_attempt(&record.tenant, &version.grants)
-        {
-            Ok(capabilities) => {
-                let runtime = self.runtime.clone();
-                let compiled = handler.compiled.clone();
-                let interrupt = guard.interrupt.clone();
-                let run = async move {
-                    runtime
-                        .run(&compiled, &input, limits, capabilities, interrupt)
+        let result =
+            match self
+                .capabilities
+                .for_attempt(&record.tenant, &record.job_type, &version.grants)
+            {
+                Ok(capabilities) => {
+                    let runtime = self.runtime.clone();
+                    let compiled = handler.compiled.clone();
+                    let interrupt = guard.interrupt.clone();
+                    let run = async move {
+                        runtime
+                            .run(&compiled, &input, limits, capabilities, interrupt)
+                            .await
+                    };
+                    // The lanes outlive every attempt of their executor, so no answer means the
+                    // attempt panicked in the host: a failure like any other, retried by the
+                    // handler's policy.
+                    self.lanes
+                        .run(&record.tenant, run)
                         .await
-                };
-                // The lanes outlive every attempt of their executor, so no answer means the
-                // attempt panicked in the host: a failure like any other, retried by the
-                // handler's policy.
-                self.lanes
-                    .run(&record.tenant, run)
-                    .await
-                    .unwrap_or_else(|| failed("the host failed while running the attempt".into()))
-            }
-            Err(error) => failed(format!("cannot read the handler's secrets: {error}")),
-        };
+                        .unwrap_or_else(|| {
+                            failed("the host failed while running the attempt".into())
+                        })
+                }
+                Err(error) => failed(format!("cannot read the handler's secrets: {error}")),
+            };
         self.metrics.observe_attempt(
             &record.job_type,
             &record.tenant,

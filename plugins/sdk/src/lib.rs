@@ -23,6 +23,8 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub mod http;
+
 /// Bindings generated from `wit/job-handler.wit`.
 #[doc(hidden)]
 pub mod bindings {
