@@ -26,10 +26,12 @@ pub enum AuditAction {
     BackupTaken,
     SecretSet,
     SecretRemoved,
+    KvSet,
+    KvDeleted,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 12] = [
+    pub const ALL: [AuditAction; 14] = [
         AuditAction::KeyCreated,
         AuditAction::KeyRevoked,
         AuditAction::HandlerDeployed,
@@ -42,6 +44,8 @@ impl AuditAction {
         AuditAction::BackupTaken,
         AuditAction::SecretSet,
         AuditAction::SecretRemoved,
+        AuditAction::KvSet,
+        AuditAction::KvDeleted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -58,6 +62,8 @@ impl AuditAction {
             AuditAction::BackupTaken => "store.backed_up",
             AuditAction::SecretSet => "secret.set",
             AuditAction::SecretRemoved => "secret.removed",
+            AuditAction::KvSet => "kv.set",
+            AuditAction::KvDeleted => "kv.deleted",
         }
     }
 

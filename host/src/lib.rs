@@ -15,6 +15,8 @@
 //! - [`handler`]: deployed Wasm handlers as data (versions, limits, retry policy, grants).
 //! - [`grants`]: what a handler version may reach (outbound HTTP, secrets, config, key-value
 //!   buckets), how each grant is declared and checked.
+//! - [`kv`]: tenants' key-value buckets as a model: what each write does to a value and to
+//!   the tenant's quota.
 //! - [`manifest`]: `handler.toml`, a deployment written down (type, limits, grants).
 //! - [`registry`]: uploading, listing and removing handlers; their compiled code.
 //! - [`runtime`]: the only code that touches wasmtime: the sandbox of each attempt.
@@ -57,6 +59,7 @@ mod fuzz;
 pub mod grants;
 pub mod handler;
 pub mod job;
+pub mod kv;
 pub mod manifest;
 pub mod metrics;
 pub mod quota;

@@ -80,6 +80,13 @@ enum Command {
         #[command(subcommand)]
         command: SecretsCommand,
     },
+    /// Read and edit a tenant's key-value buckets on a running server.
+    Kv {
+        #[command(flatten)]
+        connection: Connection,
+        #[command(subcommand)]
+        command: KvCommand,
+    },
     /// Read the audit trail of administrative acts, newest first.
     Audit {
         #[command(flatten)]
@@ -263,6 +270,15 @@ struct QuotaArgs {
     /// Triggers one tenant may have.
     #[arg(long, default_value_t = Quotas::default().triggers_per_tenant)]
     max_triggers_per_tenant: usize,
+    /// Keys one tenant's key-value buckets may hold together.
+    #[arg(long, default_value_t = Quotas::default().kv.keys_per_tenant)]
+    kv_keys_per_tenant: u64,
+    /// Bytes (keys and values) one tenant's key-value buckets may hold together.
+    #[arg(long, default_value_t = Quotas::default().kv.bytes_per_tenant)]
+    kv_bytes_per_tenant: u64,
+    /// Bytes of one key-value value.
+    #[arg(long, default_value_t = Quotas::default().kv.value_bytes)]
+    kv_value_bytes: usize,
 }
 
 impl QuotaArgs {
@@ -275,6 +291,11 @@ impl QuotaArgs {
             uploads_per_tenant: self.max_uploads_per_tenant.max(1),
             handlers_per_tenant: self.max_handlers_per_tenant,
             triggers_per_tenant: self.max_triggers_per_tenant,
+            kv: jobhost::kv::KvLimits {
+                keys_per_tenant: self.kv_keys_per_tenant,
+                bytes_per_tenant: self.kv_bytes_per_tenant,
+                value_bytes: self.kv_value_bytes,
+            },
         }
     }
 }
@@ -609,6 +630,41 @@ enum SecretsCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum KvCommand {
+    /// List the tenant's buckets, or a bucket's keys.
+    List {
+        bucket: Option<String>,
+        #[arg(long)]
+        tenant: Option<String>,
+        /// With a bucket: keys after this one (the previous page's `next`).
+        #[arg(long, requires = "bucket")]
+        after: Option<String>,
+    },
+    /// Print the value under a key.
+    Get {
+        bucket: String,
+        key: String,
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Set the value under a key; `-` reads it from standard input.
+    Set {
+        bucket: String,
+        key: String,
+        value: String,
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Delete a key.
+    Rm {
+        bucket: String,
+        key: String,
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
@@ -636,6 +692,10 @@ async fn main() -> anyhow::Result<()> {
             connection,
             command,
         } => secrets(client(&connection)?, command).await,
+        Command::Kv {
+            connection,
+            command,
+        } => kv(client(&connection)?, command).await,
         Command::Audit { connection, filter } => audit(client(&connection)?, filter).await,
         Command::Backup {
             connection,
@@ -1176,6 +1236,100 @@ async fn secrets(client: RestClient, command: SecretsCommand) -> anyhow::Result<
                 .call(Method::DELETE, &path(Some(&name), &tenant), None)
                 .await?;
             println!("removed secret {name}");
+        }
+    }
+    Ok(())
+}
+
+async fn kv(client: RestClient, command: KvCommand) -> anyhow::Result<()> {
+    let path = |bucket: Option<&str>, key: Option<&str>, tenant: &Option<String>| {
+        let mut path = "/api/v1/kv".to_string();
+        if let Some(bucket) = bucket {
+            path = format!("{path}/{}", urlencode(bucket));
+        }
+        if let Some(key) = key {
+            // Slashes stay: keys may be paths.
+            let key: Vec<String> = key.split('/').map(urlencode).collect();
+            path = format!("{path}/{}", key.join("/"));
+        }
+        let mut query = Vec::new();
+        if let Some(tenant) = tenant {
+            query.push(format!("tenant_id={}", urlencode(tenant)));
+        }
+        (path, query)
+    };
+    let with_query = |(path, query): (String, Vec<String>)| {
+        if query.is_empty() {
+            path
+        } else {
+            format!("{path}?{}", query.join("&"))
+        }
+    };
+    match command {
+        KvCommand::List {
+            bucket,
+            tenant,
+            after,
+        } => {
+            let (path, mut query) = path(bucket.as_deref(), None, &tenant);
+            if let Some(after) = after {
+                query.push(format!("after={}", urlencode(&after)));
+            }
+            print(
+                &client
+                    .call(Method::GET, &with_query((path, query)), None)
+                    .await?,
+            )?
+        }
+        KvCommand::Get {
+            bucket,
+            key,
+            tenant,
+        } => {
+            let data = client
+                .call(
+                    Method::GET,
+                    &with_query(path(Some(&bucket), Some(&key), &tenant)),
+                    None,
+                )
+                .await?;
+            match data["value"].as_str() {
+                Some(text) => println!("{text}"),
+                None => println!("{}", data["value_hex"].as_str().unwrap_or_default()),
+            }
+        }
+        KvCommand::Set {
+            bucket,
+            key,
+            value,
+            tenant,
+        } => {
+            let bytes = if value == "-" {
+                let mut bytes = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes)
+                    .context("reading the value from standard input")?;
+                bytes
+            } else {
+                value.into_bytes()
+            };
+            client
+                .put_bytes(&with_query(path(Some(&bucket), Some(&key), &tenant)), bytes)
+                .await?;
+            println!("set {bucket}/{key}");
+        }
+        KvCommand::Rm {
+            bucket,
+            key,
+            tenant,
+        } => {
+            client
+                .call(
+                    Method::DELETE,
+                    &with_query(path(Some(&bucket), Some(&key), &tenant)),
+                    None,
+                )
+                .await?;
+            println!("deleted {bucket}/{key}");
         }
     }
     Ok(())

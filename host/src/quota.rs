@@ -27,6 +27,8 @@ pub struct Quotas {
     pub handlers_per_tenant: usize,
     /// Triggers one tenant may have.
     pub triggers_per_tenant: usize,
+    /// What one tenant's key-value buckets may hold.
+    pub kv: crate::kv::KvLimits,
 }
 
 impl Default for Quotas {
@@ -39,6 +41,7 @@ impl Default for Quotas {
             uploads_per_tenant: 2,
             handlers_per_tenant: 100,
             triggers_per_tenant: 1_000,
+            kv: crate::kv::KvLimits::default(),
         }
     }
 }

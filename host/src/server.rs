@@ -230,6 +230,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
             store.clone(),
             secret_box,
             config.http.clone(),
+            config.quotas.kv,
             metrics.clone(),
         ),
         ExecutorConfig {

@@ -15,6 +15,7 @@ mod edge;
 mod grpc_decoding;
 mod handler_grants;
 mod handler_http;
+mod handler_kv;
 mod handlers;
 mod key_scoping;
 mod lifecycle;

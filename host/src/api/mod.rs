@@ -6,6 +6,7 @@ pub mod backup;
 pub mod codec;
 pub mod dashboard;
 pub mod grpc;
+pub mod kv;
 pub mod rest;
 pub mod secrets;
 pub mod views;

@@ -92,6 +92,7 @@ pub fn router(
         .merge(handlers)
         .merge(super::backup::router(service.clone(), registry.clone()))
         .merge(super::secrets::router(service.clone()))
+        .merge(super::kv::router(service.clone()))
         .merge(super::dashboard::router())
         .with_state(Api {
             service,
@@ -112,6 +113,8 @@ pub fn router(
         remove_handler, create_key, list_keys, revoke_key, whoami, audit_trail,
         super::backup::download_backup, super::secrets::set_secret,
         super::secrets::list_secrets, super::secrets::get_secret, super::secrets::remove_secret,
+        super::kv::list_buckets, super::kv::list_keys, super::kv::get_value, super::kv::set_value,
+        super::kv::delete_value,
     ),
     modifiers(&ApiKeyAuth),
     security(("api_key" = [])),

@@ -760,3 +760,42 @@ pub struct SetSecret {
 pub struct SecretList {
     pub secrets: Vec<SecretView>,
 }
+
+/// A key-value bucket with what it holds.
+#[derive(Serialize, ToSchema)]
+pub struct KvBucketView {
+    pub name: String,
+    pub keys: u64,
+    /// Bytes of keys and values.
+    pub bytes: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct KvBucketList {
+    pub tenant_id: String,
+    pub buckets: Vec<KvBucketView>,
+    /// The tenant's quotas over all its buckets.
+    pub limits: crate::kv::KvLimits,
+}
+
+/// A page of a bucket's keys.
+#[derive(Serialize, ToSchema)]
+pub struct KvKeyList {
+    pub keys: Vec<String>,
+    /// Pass as `after` for the next page; null: no more.
+    pub next: Option<String>,
+}
+
+/// One value: as text when it is UTF-8, else as hex.
+#[derive(Serialize, ToSchema)]
+pub struct KvValue {
+    pub key: String,
+    pub value: Option<String>,
+    pub value_hex: Option<String>,
+    pub bytes: usize,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct KvWritten {
+    pub key: String,
+}

@@ -7,6 +7,7 @@
 //! and ends at its deadline, on an interrupt, or on a trap, never taking the host down.
 
 mod http;
+mod keyvalue;
 mod output;
 
 use std::collections::BTreeMap;
@@ -24,6 +25,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 pub use http::{HttpAccess, HttpLimits, RequestObserver, client_config};
+pub use keyvalue::KeyValue;
 pub use output::CapturedOutput;
 
 use crate::secrets::redact;
@@ -31,8 +33,17 @@ use crate::secrets::redact;
 wasmtime::component::bindgen!({
     world: "job-handler",
     path: "../wit",
-    imports: { default: async },
+    imports: {
+        // A bad resource handle traps; a refusal is the guest's error to handle.
+        "wasi:keyvalue/store": async | trappable,
+        "wasi:keyvalue/atomics": async | trappable,
+        default: async,
+    },
     exports: { default: async },
+    with: {
+        "wasi:keyvalue/store.bucket": keyvalue::OpenBucket,
+        "wasi:keyvalue/atomics.cas": keyvalue::ReadKey,
+    },
 });
 
 use self::jobhost::plugin::host::Level;
@@ -111,6 +122,8 @@ pub struct Capabilities {
     pub secrets: Arc<Vec<(String, String)>>,
     /// Outbound HTTP; `None`: every request is refused.
     pub http: Option<Arc<HttpAccess>>,
+    /// The tenant's key-value buckets; `None`: no bucket opens.
+    pub kv: Option<Arc<dyn KeyValue>>,
 }
 
 impl std::fmt::Debug for Capabilities {
@@ -645,11 +658,13 @@ pub fn interface_imports(bytes: &[u8]) -> Result<Vec<String>, ComponentError> {
 }
 
 /// Interfaces a handler may import: WASI p2 (with nothing ambient behind it), our host, and
-/// the capabilities granted at deploy (config, outbound HTTP).
+/// the capabilities granted at deploy (config, outbound HTTP, key-value).
 fn offered(import: &str) -> bool {
-    const OFFERED: [&str; 10] = [
+    const OFFERED: [&str; 12] = [
         "wasi:cli/",
         "wasi:config/store@0.2.0-rc.1",
+        "wasi:keyvalue/store@0.2.0-draft2",
+        "wasi:keyvalue/atomics@0.2.0-draft2",
         "wasi:http/types@0.2.",
         "wasi:http/outgoing-handler@0.2.",
         "wasi:clocks/",

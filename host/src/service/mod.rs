@@ -9,6 +9,7 @@
 mod audit;
 mod backup;
 mod keys;
+mod kv;
 mod secrets;
 mod triggers;
 

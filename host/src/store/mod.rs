@@ -26,6 +26,8 @@ mod sled_store;
 
 pub use sled_store::{SledLoader, SledStore};
 
+use crate::kv::{KvBucket, KvError, KvKey, KvKeys, KvLimits, KvOp, KvOutcome};
+
 use async_trait::async_trait;
 
 use crate::audit::{AuditEntry, AuditPage, AuditQuery};
@@ -271,6 +273,24 @@ pub trait JobStore: Send + Sync + 'static {
 
     /// Removes a secret durably; false if there was none.
     fn delete_secret(&self, tenant: &str, name: &str) -> Result<bool, StoreError>;
+
+    /// Applies one write to one key-value entry, atomically with its tenant's usage and
+    /// durably: it rides the job writer's group commit.
+    async fn kv_write(&self, key: KvKey, op: KvOp, limits: KvLimits) -> Result<KvOutcome, KvError>;
+
+    fn kv_get(&self, key: &KvKey) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Up to `limit` keys of a bucket after `after`, in byte order.
+    fn kv_keys(
+        &self,
+        tenant: &str,
+        bucket: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<KvKeys, StoreError>;
+
+    /// A tenant's buckets that hold keys, by name.
+    fn kv_buckets(&self, tenant: &str) -> Result<Vec<KvBucket>, StoreError>;
 
     /// Stores a new trigger under a fresh id (revision 1); its name must be free in its
     /// tenant.

@@ -1,12 +1,13 @@
 //! Turns a handler version's grants into what one of its attempts may reach: the config
 //! values, the granted secrets opened for it, outbound HTTP within its rules and the server's,
-//! and nothing of another tenant.
+//! the granted key-value buckets of its tenant, and nothing of another tenant.
 
 use std::sync::Arc;
 
 use crate::grants::{Grants, ServerHttpPolicy};
+use crate::kv::{self, KvError, KvKey, KvKeys, KvLimits, KvOp, KvOutcome};
 use crate::metrics::Metrics;
-use crate::runtime::{Capabilities, HttpAccess, HttpLimits};
+use crate::runtime::{Capabilities, HttpAccess, HttpLimits, KeyValue};
 use crate::secrets::SecretBox;
 use crate::store::{JobStore, StoreError};
 
@@ -25,6 +26,7 @@ pub struct CapabilitySource {
     store: Arc<dyn JobStore>,
     secret_box: Arc<SecretBox>,
     http: HttpSettings,
+    kv_limits: KvLimits,
     metrics: Arc<Metrics>,
 }
 
@@ -33,12 +35,14 @@ impl CapabilitySource {
         store: Arc<dyn JobStore>,
         secret_box: Arc<SecretBox>,
         http: HttpSettings,
+        kv_limits: KvLimits,
         metrics: Arc<Metrics>,
     ) -> CapabilitySource {
         CapabilitySource {
             store,
             secret_box,
             http,
+            kv_limits,
             metrics,
         }
     }
@@ -62,10 +66,19 @@ impl CapabilitySource {
         config.extend(secrets.iter().cloned());
         let http = (!grants.http.is_empty())
             .then(|| Arc::new(self.http_access(tenant, job_type, grants, &secrets)));
+        let kv = (!grants.kv.is_empty()).then(|| {
+            Arc::new(TenantBuckets {
+                store: self.store.clone(),
+                tenant: tenant.to_string(),
+                granted: grants.kv.clone(),
+                limits: self.kv_limits,
+            }) as Arc<dyn KeyValue>
+        });
         Ok(Capabilities {
             config: Arc::new(config),
             secrets: Arc::new(secrets),
             http,
+            kv,
         })
     }
 
@@ -108,5 +121,59 @@ impl CapabilitySource {
             }),
             tls: self.http.tls.clone(),
         }
+    }
+}
+
+/// Keys listed per page to a handler.
+const KEYS_PER_PAGE: usize = 1000;
+
+/// The buckets of one tenant that one handler was granted, over the store.
+struct TenantBuckets {
+    store: Arc<dyn JobStore>,
+    tenant: String,
+    granted: Vec<String>,
+    limits: KvLimits,
+}
+
+impl TenantBuckets {
+    fn key(&self, bucket: &str, key: &str) -> Result<KvKey, KvError> {
+        if !self.may_open(bucket) {
+            return Err(KvError::Invalid(format!(
+                "bucket '{bucket}' is not granted"
+            )));
+        }
+        kv::check_key(bucket, key)?;
+        Ok(KvKey {
+            tenant: self.tenant.clone(),
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl KeyValue for TenantBuckets {
+    fn may_open(&self, bucket: &str) -> bool {
+        self.granted.iter().any(|granted| granted == bucket)
+    }
+
+    async fn get(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        Ok(self.store.kv_get(&self.key(bucket, key)?)?)
+    }
+
+    async fn write(&self, bucket: &str, key: &str, op: KvOp) -> Result<KvOutcome, KvError> {
+        let key = self.key(bucket, key)?;
+        self.store.kv_write(key, op, self.limits).await
+    }
+
+    async fn keys(&self, bucket: &str, after: Option<&str>) -> Result<KvKeys, KvError> {
+        if !self.may_open(bucket) {
+            return Err(KvError::Invalid(format!(
+                "bucket '{bucket}' is not granted"
+            )));
+        }
+        Ok(self
+            .store
+            .kv_keys(&self.tenant, bucket, after, KEYS_PER_PAGE)?)
     }
 }

@@ -24,6 +24,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub mod http;
+pub mod kv;
 
 /// Bindings generated from `wit/job-handler.wit`.
 #[doc(hidden)]

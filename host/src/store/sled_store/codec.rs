@@ -9,9 +9,11 @@
 //!   each of its fires creates;
 //! - `i` + id: the workflow instance and element of a job that names them (for listings by
 //!   them), written once;
-//! - `m` + name: store metadata (the job-id reservation, the next trigger id).
+//! - `m` + name: store metadata (the job-id reservation, the next trigger id);
+//! - `k` + tenant + NUL + bucket + NUL + key: a key-value entry, its value stored as given
+//!   (tenant and bucket names hold no NUL, so the layout is unambiguous).
 //!
-//! Values are postcard with a leading format-version byte.
+//! Other values are postcard with a leading format-version byte.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -25,6 +27,7 @@ pub const PAYLOAD_PREFIX: u8 = b'p';
 pub const ATTEMPT_PREFIX: u8 = b'a';
 pub const TRIGGER_PREFIX: u8 = b't';
 pub const PROCESS_PREFIX: u8 = b'i';
+pub const KV_PREFIX: u8 = b'k';
 pub const ID_RESERVATION_KEY: &[u8] = b"mnext-id";
 pub const NEXT_TRIGGER_ID_KEY: &[u8] = b"mnext-trigger-id";
 const FORMAT_VERSION: u8 = 1;
@@ -42,6 +45,41 @@ pub fn attempt_key(id: JobId, attempt: u32) -> [u8; 13] {
     key[..9].copy_from_slice(&prefixed(ATTEMPT_PREFIX, id));
     key[9..].copy_from_slice(&attempt.to_be_bytes());
     key
+}
+
+/// The key of a key-value entry; with an empty `key`, the prefix of a bucket's entries; with
+/// an empty bucket too (and no second NUL), the prefix of a tenant's.
+pub fn kv_key(tenant: &str, bucket: &str, key: &str) -> Vec<u8> {
+    let mut stored = Vec::with_capacity(3 + tenant.len() + bucket.len() + key.len());
+    stored.push(KV_PREFIX);
+    stored.extend_from_slice(tenant.as_bytes());
+    stored.push(0);
+    stored.extend_from_slice(bucket.as_bytes());
+    stored.push(0);
+    stored.extend_from_slice(key.as_bytes());
+    stored
+}
+
+/// The prefix of every entry of a tenant.
+pub fn kv_tenant_prefix(tenant: &str) -> Vec<u8> {
+    let mut prefix = vec![KV_PREFIX];
+    prefix.extend_from_slice(tenant.as_bytes());
+    prefix.push(0);
+    prefix
+}
+
+/// The tenant, bucket and key of a stored key-value entry.
+pub fn kv_parts(stored: &[u8]) -> Result<(&str, &str, &str), StoreError> {
+    let corrupt = || StoreError::Corrupt("malformed key-value entry key".into());
+    let rest = stored.strip_prefix(&[KV_PREFIX]).ok_or_else(corrupt)?;
+    let mut parts = rest.splitn(3, |b| *b == 0);
+    let mut next = || {
+        parts
+            .next()
+            .and_then(|part| std::str::from_utf8(part).ok())
+            .ok_or_else(corrupt)
+    };
+    Ok((next()?, next()?, next()?))
 }
 
 pub fn trigger_key(id: TriggerId) -> [u8; 9] {

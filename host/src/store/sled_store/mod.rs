@@ -29,6 +29,7 @@ use crate::audit::{AuditEntry, AuditPage, AuditQuery};
 use crate::handler::HandlerRecord;
 use crate::job::state::Event;
 use crate::job::{AttemptLog, EpochMs, Job, JobId, JobPayload, JobRecord, NewJob, TenantScope};
+use crate::kv::{KvBucket, KvError, KvKey, KvKeys, KvLimits, KvOp, KvOutcome, KvUsage};
 use crate::metrics::Metrics;
 use crate::trigger::{TriggerId, TriggerRecord};
 
@@ -491,6 +492,72 @@ impl JobStore for SledStore {
 
     fn delete_secret(&self, tenant: &str, name: &str) -> Result<bool, StoreError> {
         self.remove_durably(&self.secrets, &secret_key(tenant, name))
+    }
+
+    async fn kv_write(&self, key: KvKey, op: KvOp, limits: KvLimits) -> Result<KvOutcome, KvError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::KvWrite {
+            key,
+            op,
+            limits,
+            reply,
+        })?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    fn kv_get(&self, key: &KvKey) -> Result<Option<Vec<u8>>, StoreError> {
+        let stored = codec::kv_key(&key.tenant, &key.bucket, &key.key);
+        Ok(self.jobs.get(stored).map_err(io)?.map(|v| v.to_vec()))
+    }
+
+    fn kv_keys(
+        &self,
+        tenant: &str,
+        bucket: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<KvKeys, StoreError> {
+        let prefix = codec::kv_key(tenant, bucket, "");
+        let start = match after {
+            // Just past `after`: the same bytes with a NUL appended.
+            Some(after) => {
+                let mut start = codec::kv_key(tenant, bucket, after);
+                start.push(0);
+                start
+            }
+            None => prefix.clone(),
+        };
+        let mut keys = Vec::new();
+        for entry in self.jobs.range(start..) {
+            let (stored, _) = entry.map_err(io)?;
+            if !stored.starts_with(&prefix) {
+                break;
+            }
+            if keys.len() == limit {
+                let next = keys.last().cloned();
+                return Ok(KvKeys { keys, next });
+            }
+            keys.push(codec::kv_parts(&stored)?.2.to_string());
+        }
+        Ok(KvKeys { keys, next: None })
+    }
+
+    fn kv_buckets(&self, tenant: &str) -> Result<Vec<KvBucket>, StoreError> {
+        let mut buckets: Vec<KvBucket> = Vec::new();
+        for entry in self.jobs.scan_prefix(codec::kv_tenant_prefix(tenant)) {
+            let (stored, value) = entry.map_err(io)?;
+            let (_, bucket, key) = codec::kv_parts(&stored)?;
+            if buckets.last().is_none_or(|last| last.name != bucket) {
+                buckets.push(KvBucket {
+                    name: bucket.to_string(),
+                    usage: KvUsage::default(),
+                });
+            }
+            let usage = &mut buckets.last_mut().expect("pushed above").usage;
+            usage.keys += 1;
+            usage.bytes += (key.len() + value.len()) as u64;
+        }
+        Ok(buckets)
     }
 
     async fn create_trigger(&self, trigger: TriggerRecord) -> Result<TriggerRecord, TriggerError> {

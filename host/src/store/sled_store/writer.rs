@@ -22,12 +22,13 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use super::codec::{
-    self, ID_RESERVATION_KEY, NEXT_TRIGGER_ID_KEY, PROCESS_PREFIX, RECORD_PREFIX, TRIGGER_PREFIX,
-    attempt_key, payload_key, record_key, trigger_key,
+    self, ID_RESERVATION_KEY, KV_PREFIX, NEXT_TRIGGER_ID_KEY, PROCESS_PREFIX, RECORD_PREFIX,
+    TRIGGER_PREFIX, attempt_key, payload_key, record_key, trigger_key,
 };
 use super::snapshot::{BatchKeys, Snapshots};
 use crate::job::state::{self, Event};
 use crate::job::{EpochMs, JobId, JobRecord, JobState, NewJob, TenantScope, now_ms};
+use crate::kv::{self, KvError, KvKey, KvLimits, KvOp, KvOutcome, KvUsage};
 use crate::metrics::{Metrics, Transition};
 use crate::store::index::{IndexedJob, JobIndex};
 use crate::store::{Activation, ApplyError, DueFire, Extras, StoreError, TriggerError};
@@ -83,10 +84,18 @@ pub(super) enum Command {
         as_of: EpochMs,
         reply: Reply<Fired>,
     },
+    KvWrite {
+        key: KvKey,
+        op: KvOp,
+        limits: KvLimits,
+        reply: KvReply,
+    },
     Close {
         reply: Reply<()>,
     },
 }
+
+pub(super) type KvReply = oneshot::Sender<Result<KvOutcome, KvError>>;
 
 /// An answer held back until the changes it observed are durable.
 enum Answer {
@@ -99,6 +108,7 @@ enum Answer {
     Done(Reply<()>),
     Trigger(TriggerReply, Result<TriggerRecord, TriggerError>),
     Fired(Reply<Fired>, Fired),
+    Kv(KvReply, Result<KvOutcome, KvError>),
 }
 
 impl Answer {
@@ -125,6 +135,9 @@ impl Answer {
             Answer::Fired(reply, fired) => {
                 let _ = reply.send(Ok(fired));
             }
+            Answer::Kv(reply, result) => {
+                let _ = reply.send(result);
+            }
         }
         Vec::new()
     }
@@ -137,6 +150,7 @@ impl Answer {
             Answer::Done(reply) => drop(reply.send(Err(error))),
             Answer::Trigger(reply, _) => drop(reply.send(Err(error.into()))),
             Answer::Fired(reply, _) => drop(reply.send(Err(error))),
+            Answer::Kv(reply, _) => drop(reply.send(Err(error.into()))),
         }
     }
 }
@@ -189,6 +203,11 @@ pub(super) struct Writer {
     newly_ready: Vec<String>,
     answers: Vec<Answer>,
     poison: Poison,
+    /// Keys and bytes each tenant's key-value buckets hold.
+    kv_usage: HashMap<String, KvUsage>,
+    /// Key-value entries this group wrote (`None`: deleted), readable until the batch is
+    /// applied.
+    kv_in_group: HashMap<Vec<u8>, Option<Vec<u8>>>,
 }
 
 impl Writer {
@@ -243,6 +262,8 @@ impl Writer {
             newly_ready: Vec::new(),
             answers: Vec::new(),
             poison,
+            kv_usage: HashMap::new(),
+            kv_in_group: HashMap::new(),
         };
         let mut rebuilt = JobIndex::default();
         for entry in tree.scan_prefix([RECORD_PREFIX]) {
@@ -272,6 +293,13 @@ impl Writer {
                 .trigger_names
                 .insert((trigger.tenant.clone(), trigger.name.clone()), trigger.id);
             writer.triggers.insert(trigger.id, trigger);
+        }
+        for entry in tree.scan_prefix([KV_PREFIX]) {
+            let (key, value) = entry.map_err(codec::io)?;
+            let (tenant, _, name) = codec::kv_parts(&key)?;
+            let usage = writer.kv_usage.entry(tenant.to_string()).or_default();
+            usage.keys += 1;
+            usage.bytes += (name.len() + value.len()) as u64;
         }
         writer.newly_ready.clear();
         Ok(writer)
@@ -338,6 +366,7 @@ impl Writer {
                 | Command::ReplaceTrigger { reply, .. }
                 | Command::DeleteTrigger { reply, .. } => drop(reply.send(Err(error.into()))),
                 Command::FireTriggers { reply, .. } => drop(reply.send(Err(error))),
+                Command::KvWrite { reply, .. } => drop(reply.send(Err(error.into()))),
                 Command::Close { reply } => drop(reply.send(Err(error))),
             }
             return;
@@ -399,8 +428,48 @@ impl Writer {
                     .collect();
                 self.answers.push(Answer::Fired(reply, fired));
             }
+            Command::KvWrite {
+                key,
+                op,
+                limits,
+                reply,
+            } => {
+                let result = self.kv_write(&key, op, &limits);
+                self.answers.push(Answer::Kv(reply, result));
+            }
             Command::Close { .. } => unreachable!("handled by the loop"),
         }
+    }
+
+    /// Decides a key-value write against the entry's value as of this group, within the
+    /// tenant's quota, and adds it to the batch.
+    fn kv_write(&mut self, key: &KvKey, op: KvOp, limits: &KvLimits) -> Result<KvOutcome, KvError> {
+        let stored = codec::kv_key(&key.tenant, &key.bucket, &key.key);
+        let current = match self.kv_in_group.get(&stored) {
+            Some(value) => value.clone(),
+            None => self
+                .tree
+                .get(&stored)
+                .map_err(codec::io)?
+                .map(|v| v.to_vec()),
+        };
+        let (new, outcome) = kv::decide(&key.key, op, current.as_deref())?;
+        if new == current {
+            return Ok(outcome);
+        }
+        let usage = self.kv_usage.get(&key.tenant).copied().unwrap_or_default();
+        let usage = kv::check_quota(usage, &key.key, current.as_deref(), new.as_deref(), limits)?;
+        match &new {
+            Some(value) => self.write(&stored, value.as_slice()),
+            None => {
+                self.batch_keys.push(&stored);
+                self.batch.remove(stored.as_slice());
+                self.writes += 1;
+            }
+        }
+        self.kv_usage.insert(key.tenant.clone(), usage);
+        self.kv_in_group.insert(stored, new);
+        Ok(outcome)
     }
 
     fn create_trigger(
@@ -817,6 +886,7 @@ impl Writer {
         drop(gate);
         self.batch_keys.clear();
         self.closed_in_group.clear();
+        self.kv_in_group.clear();
         let changes = std::mem::take(&mut self.index_changes);
         let processes = std::mem::take(&mut self.process_changes);
         let timed_out = std::mem::take(&mut self.timed_out);
