@@ -999,8 +999,9 @@ async fn handlers(client: RestClient, command: HandlersCommand) -> anyhow::Resul
                 .iter()
                 .map(|(name, value)| format!("{name}={}", urlencode(value)))
                 .collect::<Vec<_>>();
-            let path = format!("/api/v1/handlers?{}", query.join("&"));
-            let data = client.upload(&path, component).await?;
+            let path = format!("/api/v1/handlers/uploads?{}", query.join("&"));
+            let upload = client.upload(&path, component).await?;
+            let data = wait_for_upload(&client, &upload).await?;
             println!(
                 "deployed {} version {} for type {} in tenant {}",
                 data["id"].as_str().unwrap_or_default(),
@@ -1193,6 +1194,53 @@ async fn keys(client: RestClient, command: KeysCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Follows an upload compiled in the background until it is ready, showing how long it has
+/// been compiling; answers the deployed handler.
+async fn wait_for_upload(client: &RestClient, upload: &Value) -> anyhow::Result<Value> {
+    use std::io::{IsTerminal, Write};
+    let id = upload["id"]
+        .as_str()
+        .context("the server answered no upload id")?;
+    let path = format!("/api/v1/handlers/uploads/{}", urlencode(id));
+    let megabytes = upload["bytes"].as_f64().unwrap_or(0.0) / 1_048_576.0;
+    let terminal = std::io::stderr().is_terminal();
+    if !terminal {
+        eprintln!("compiling {megabytes:.1} MB on the server...");
+    }
+    let spinner = ['|', '/', '-', '\\'];
+    let mut turn = 0;
+    let status = loop {
+        let status = client.call(Method::GET, &path, None).await?;
+        if status["state"] != "compiling" {
+            break status;
+        }
+        if terminal {
+            let seconds = status["elapsed_ms"].as_f64().unwrap_or(0.0) / 1000.0;
+            eprint!(
+                "\r{} compiling {megabytes:.1} MB on the server: {seconds:.0} s",
+                spinner[turn % spinner.len()]
+            );
+            let _ = std::io::stderr().flush();
+            turn += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    if terminal {
+        eprintln!();
+    }
+    match status["state"].as_str() {
+        Some("ready") => {
+            let handler = status["handler_id"].as_str().unwrap_or_default();
+            let path = format!("/api/v1/handlers/{}", urlencode(handler));
+            Ok(client.call(Method::GET, &path, None).await?)
+        }
+        _ => anyhow::bail!(
+            "the upload failed: {}",
+            status["error"].as_str().unwrap_or("no reason given")
+        ),
+    }
 }
 
 async fn secrets(client: RestClient, command: SecretsCommand) -> anyhow::Result<()> {

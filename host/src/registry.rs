@@ -65,6 +65,43 @@ pub struct Deployment {
     pub component: Vec<u8>,
 }
 
+/// Finished uploads remembered for their uploaders to ask about.
+const UPLOADS_KEPT: usize = 1000;
+
+/// Where an upload compiled in the background stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UploadState {
+    Compiling,
+    Ready { handler_id: String, version: u32 },
+    Failed(String),
+}
+
+/// An upload compiled in the background, as its uploader may follow it.
+#[derive(Clone, Debug)]
+pub struct UploadStatus {
+    pub id: String,
+    pub tenant: String,
+    pub job_type: String,
+    pub bytes: u64,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+    pub state: UploadState,
+}
+
+/// An upload that passed every check short of compiling it; it holds its place under the
+/// tenant's upload quota until it is installed or dropped.
+struct PreparedUpload {
+    id: String,
+    tenant: String,
+    job_type: String,
+    limits: HandlerLimits,
+    retry: RetryPolicy,
+    grants: Grants,
+    sha: [u8; 32],
+    bytes: Vec<u8>,
+    _held: crate::quota::Held,
+}
+
 /// A handler with the compiled code of its current version.
 pub struct LoadedHandler {
     pub record: HandlerRecord,
@@ -78,6 +115,8 @@ pub struct HandlerRegistry {
     handlers: RwLock<BTreeMap<String, Arc<LoadedHandler>>>,
     changes: watch::Sender<u64>,
     deploying: tokio::sync::Mutex<()>,
+    /// Uploads compiled in the background, and recently finished ones.
+    background: std::sync::Mutex<BTreeMap<String, UploadStatus>>,
     /// Uploads being validated and compiled now, bounded per tenant.
     uploads: Arc<Holdings>,
     handlers_per_tenant: usize,
@@ -137,6 +176,7 @@ impl HandlerRegistry {
             handlers: RwLock::new(handlers),
             changes: watch::channel(0).0,
             deploying: tokio::sync::Mutex::new(()),
+            background: std::sync::Mutex::default(),
             // Compiling is the costly part of an upload: bound it per tenant, not per key,
             // and server-wide by what the tenants may hold together.
             uploads: Arc::new(Holdings::new(
@@ -186,6 +226,91 @@ impl HandlerRegistry {
         caller: &Principal,
         deployment: Deployment,
     ) -> Result<Arc<LoadedHandler>, ServiceError> {
+        let upload = self.prepare(caller, deployment)?;
+        let compiled = self.compile(&upload).await?;
+        self.install(caller, upload, compiled).await
+    }
+
+    /// Validates an upload at once (refusals take milliseconds) and compiles and stores it in
+    /// the background; [`HandlerRegistry::upload`] tells how it stands.
+    pub fn deploy_in_background(
+        self: &Arc<Self>,
+        caller: &Principal,
+        deployment: Deployment,
+    ) -> Result<UploadStatus, ServiceError> {
+        let upload = self.prepare(caller, deployment)?;
+        let status = UploadStatus {
+            id: format!("u{}", hex::encode(rand::random::<[u8; 8]>())),
+            tenant: upload.tenant.clone(),
+            job_type: upload.job_type.clone(),
+            bytes: upload.bytes.len() as u64,
+            started_at: now_ms(),
+            finished_at: None,
+            state: UploadState::Compiling,
+        };
+        self.record_upload(status.clone());
+        let registry = self.clone();
+        let caller = caller.clone();
+        let id = status.id.clone();
+        tokio::spawn(async move {
+            let installed = match registry.compile(&upload).await {
+                Ok(compiled) => registry.install(&caller, upload, compiled).await,
+                Err(error) => Err(error),
+            };
+            let state = match installed {
+                Ok(handler) => UploadState::Ready {
+                    handler_id: handler.record.id.clone(),
+                    version: handler.record.current().version,
+                },
+                Err(error) => UploadState::Failed(error.to_string()),
+            };
+            registry.finish_upload(&id, state);
+        });
+        Ok(status)
+    }
+
+    /// How an upload made with [`HandlerRegistry::deploy_in_background`] stands.
+    pub fn upload(&self, caller: &Principal, id: &str) -> Result<UploadStatus, ServiceError> {
+        caller.require(auth::HANDLERS)?;
+        self.uploads_lock()
+            .get(id)
+            .filter(|status| caller.tenants.contains(&status.tenant))
+            .cloned()
+            .ok_or_else(|| ServiceError::NotFound(format!("upload {id} not found")))
+    }
+
+    fn uploads_lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, UploadStatus>> {
+        self.background.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn record_upload(&self, status: UploadStatus) {
+        let mut uploads = self.uploads_lock();
+        // Finished uploads are kept for a while to be asked about; the oldest go first.
+        if uploads.len() >= UPLOADS_KEPT
+            && let Some(oldest) = uploads
+                .values()
+                .filter(|u| u.finished_at.is_some())
+                .min_by_key(|u| u.started_at)
+                .map(|u| u.id.clone())
+        {
+            uploads.remove(&oldest);
+        }
+        uploads.insert(status.id.clone(), status);
+    }
+
+    fn finish_upload(&self, id: &str, state: UploadState) {
+        if let Some(status) = self.uploads_lock().get_mut(id) {
+            status.state = state;
+            status.finished_at = Some(now_ms());
+        }
+    }
+
+    /// Everything about an upload that is checked without compiling it.
+    fn prepare(
+        &self,
+        caller: &Principal,
+        deployment: Deployment,
+    ) -> Result<PreparedUpload, ServiceError> {
         caller.require(auth::HANDLERS)?;
         let job_type = deployment.job_type.trim().to_string();
         if job_type.is_empty() || job_type.len() > MAX_NAME_BYTES {
@@ -203,7 +328,7 @@ impl HandlerRegistry {
         let grants = Grants::from_request(deployment.grants).map_err(invalid)?;
         let id = handler_id(&tenant, &job_type);
         self.check_handler_quota(&tenant, &id)?;
-        let _upload = self
+        let held = self
             .uploads
             .take(&caller.key_id, &TenantScope::only([tenant.as_str()]))?;
         let bytes = deployment.component;
@@ -223,15 +348,48 @@ impl HandlerRegistry {
         for import in &imports {
             grants.check_import(import).map_err(invalid)?;
         }
-        let sha: [u8; 32] = Sha256::digest(&bytes).into();
+        Ok(PreparedUpload {
+            id,
+            tenant,
+            job_type,
+            limits,
+            retry,
+            grants,
+            sha: Sha256::digest(&bytes).into(),
+            bytes,
+            _held: held,
+        })
+    }
+
+    /// Compiles an upload (or loads it from the compiled-code cache) off the async threads.
+    async fn compile(&self, upload: &PreparedUpload) -> Result<CompiledHandler, ServiceError> {
         let loader = self.runtime.clone();
-        let sha_hex = hex::encode(sha);
-        let stored = bytes.clone();
-        let compiled = tokio::task::spawn_blocking(move || loader.load(&sha_hex, &stored))
+        let sha_hex = hex::encode(upload.sha);
+        let bytes = upload.bytes.clone();
+        tokio::task::spawn_blocking(move || loader.load(&sha_hex, &bytes))
             .await
             .map_err(internal)?
-            .map_err(|error| invalid(error.to_string()))?;
+            .map_err(|error| invalid(error.to_string()))
+    }
 
+    /// Stores a compiled upload as the handler's new current version and announces it.
+    async fn install(
+        &self,
+        caller: &Principal,
+        upload: PreparedUpload,
+        compiled: CompiledHandler,
+    ) -> Result<Arc<LoadedHandler>, ServiceError> {
+        let PreparedUpload {
+            id,
+            tenant,
+            job_type,
+            limits,
+            retry,
+            grants,
+            sha,
+            bytes,
+            _held,
+        } = upload;
         let _one_at_a_time = self.deploying.lock().await;
         self.check_handler_quota(&tenant, &id)?;
         let now = now_ms();

@@ -28,3 +28,4 @@ mod secrets;
 mod service_endpoints;
 mod tls;
 mod triggers;
+mod uploads;

@@ -31,7 +31,8 @@ use crate::service::{
 use super::views::{
     ActivatedJobs, AuditTrail, AuditView, CreatedJob, CreatedKey, Envelope, ErrorBody,
     ErrorEnvelope, FiltersApplied, HandlerList, HandlerView, JobStats, JobView, JobsListing,
-    KeyList, KeyView, RemovedHandler, RemovedTrigger, RevokedKey, TriggerList, TriggerView, WhoAmI,
+    KeyList, KeyView, RemovedHandler, RemovedTrigger, RevokedKey, TriggerList, TriggerView,
+    UploadView, WhoAmI,
 };
 
 #[derive(Clone)]
@@ -51,6 +52,8 @@ pub fn router(
     let component_limit = registry.maxima().component_bytes;
     let handlers = Router::new()
         .route("/api/v1/handlers", post(deploy_handler).get(list_handlers))
+        .route("/api/v1/handlers/uploads", post(start_upload))
+        .route("/api/v1/handlers/uploads/{id}", get(get_upload))
         .route(
             "/api/v1/handlers/{id}",
             get(get_handler).delete(remove_handler),
@@ -109,7 +112,7 @@ pub fn router(
     paths(
         create_job, list_jobs, get_job, job_stats, activate_jobs, complete_job, fail_job,
         cancel_job, update_retries, update_timeout, create_trigger, list_triggers, get_trigger,
-        update_trigger, delete_trigger, deploy_handler, list_handlers, get_handler,
+        update_trigger, delete_trigger, deploy_handler, start_upload, get_upload, list_handlers, get_handler,
         remove_handler, create_key, list_keys, revoke_key, whoami, audit_trail,
         super::backup::download_backup, super::secrets::set_secret,
         super::secrets::list_secrets, super::secrets::get_secret, super::secrets::remove_secret,
@@ -862,6 +865,45 @@ async fn deploy_handler(
     bytes: Bytes,
 ) -> Reply<HandlerView> {
     let caller = caller(&api, &headers)?;
+    let deployment = deployment(&pairs, bytes)?;
+    let handler = api.registry.deploy(&caller, deployment).await?;
+    ok(HandlerView::of(&handler))
+}
+
+/// Checks an upload at once and compiles it in the background (large components take
+/// seconds); follow it at `GET /api/v1/handlers/uploads/{id}`.
+#[utoipa::path(post, path = "/api/v1/handlers/uploads", tag = "handlers",
+    request_body(content = Vec<u8>, content_type = "application/wasm", description = "The component"),
+    params(DeployParams),
+    responses((status = 200, body = Envelope<UploadView>), (status = "4XX", body = ErrorEnvelope)))]
+async fn start_upload(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Query(pairs): Query<Vec<(String, String)>>,
+    bytes: Bytes,
+) -> Reply<UploadView> {
+    let caller = caller(&api, &headers)?;
+    let deployment = deployment(&pairs, bytes)?;
+    let status = api.registry.deploy_in_background(&caller, deployment)?;
+    ok(UploadView::of(&status))
+}
+
+/// How an upload compiled in the background stands: compiling, ready (with its handler's
+/// id and version) or failed (with the reason).
+#[utoipa::path(get, path = "/api/v1/handlers/uploads/{id}", tag = "handlers",
+    params(("id" = String, Path, description = "The upload id")),
+    responses((status = 200, body = Envelope<UploadView>), (status = "4XX", body = ErrorEnvelope)))]
+async fn get_upload(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Reply<UploadView> {
+    let caller = caller(&api, &headers)?;
+    ok(UploadView::of(&api.registry.upload(&caller, &id)?))
+}
+
+/// A deployment from the query parameters of an upload and its body.
+fn deployment(pairs: &[(String, String)], bytes: Bytes) -> Result<Deployment, ApiError> {
     let every = |name: &str| -> Vec<String> {
         pairs
             .iter()
@@ -872,7 +914,7 @@ async fn deploy_handler(
     let params: HashMap<String, String> = pairs.iter().cloned().collect();
     let number = |name: &str| query_number::<u64>(&params, name);
     let small = |name: &str| query_number::<u32>(&params, name);
-    let deployment = Deployment {
+    Ok(Deployment {
         job_type: params.get("type").cloned().unwrap_or_default(),
         tenant_id: params
             .get("tenant")
@@ -894,9 +936,7 @@ async fn deploy_handler(
             inject_headers: every("inject_header"),
         },
         component: bytes.to_vec(),
-    };
-    let handler = api.registry.deploy(&caller, deployment).await?;
-    ok(HandlerView::of(&handler))
+    })
 }
 
 #[utoipa::path(get, path = "/api/v1/handlers", tag = "handlers",

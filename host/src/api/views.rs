@@ -799,3 +799,51 @@ pub struct KvValue {
 pub struct KvWritten {
     pub key: String,
 }
+
+/// An upload compiled in the background.
+#[derive(Serialize, ToSchema)]
+pub struct UploadView {
+    pub id: String,
+    pub tenant_id: String,
+    #[serde(rename = "type")]
+    pub job_type: String,
+    pub bytes: u64,
+    /// compiling, ready or failed.
+    pub state: String,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
+    /// The handler it became, when ready.
+    pub handler_id: Option<String>,
+    pub version: Option<u32>,
+    /// RFC 3339.
+    pub started_at: Option<String>,
+    /// From the upload to now, or to when it finished.
+    pub elapsed_ms: i64,
+}
+
+impl UploadView {
+    pub fn of(status: &crate::registry::UploadStatus) -> UploadView {
+        use crate::registry::UploadState;
+        let (state, error, handler_id, version) = match &status.state {
+            UploadState::Compiling => ("compiling", None, None, None),
+            UploadState::Ready {
+                handler_id,
+                version,
+            } => ("ready", None, Some(handler_id.clone()), Some(*version)),
+            UploadState::Failed(error) => ("failed", Some(error.clone()), None, None),
+        };
+        let until = status.finished_at.unwrap_or_else(crate::job::now_ms);
+        UploadView {
+            id: status.id.clone(),
+            tenant_id: status.tenant.clone(),
+            job_type: status.job_type.clone(),
+            bytes: status.bytes,
+            state: state.to_string(),
+            error,
+            handler_id,
+            version,
+            started_at: format_time(status.started_at),
+            elapsed_ms: until - status.started_at,
+        }
+    }
+}
