@@ -236,3 +236,106 @@ async fn audit_prints_the_acts_of_a_key_newest_first_one_per_line() {
     assert_eq!(acts, vec!["key.revoked", "key.created"]);
     assert!(lines.iter().all(|e| e["target"] == id.as_str()));
 }
+
+#[tokio::test]
+async fn a_handler_deployed_from_a_manifest_carries_its_type_limits_and_grants() {
+    let dir = tempfile::tempdir().unwrap();
+    let process = ServerProcess::start(dir.path());
+    let manifest = dir.path().join("handler.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            r#"type = "cfg"
+tenant = "acme"
+component = "{}"
+
+[limits]
+timeout_ms = 5000
+
+[grants]
+secrets = ["API_TOKEN"]
+config = {{ REGION = "eu" }}
+"#,
+            plugin_path("reads-config").display()
+        ),
+    )
+    .unwrap();
+    let manifest = manifest.to_str().unwrap();
+    let deployed = jobhost(
+        &process,
+        ADMIN_KEY,
+        &[
+            "handlers",
+            "deploy",
+            "--manifest",
+            manifest,
+            "--kv",
+            "extra",
+        ],
+    );
+    let line = last_line(&deployed);
+    assert!(line.contains("for type cfg in tenant acme"), "{line}");
+    let id = line.split_whitespace().nth(1).unwrap().to_string();
+    let shown = jobhost(&process, ADMIN_KEY, &["handlers", "get", &id]);
+    assert!(shown.status.success());
+    let shown: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    let version = &shown["versions"][0];
+    assert_eq!(version["limits"]["timeout_ms"], 5000, "{shown}");
+    assert_eq!(
+        version["grants"]["secrets"],
+        serde_json::json!(["API_TOKEN"])
+    );
+    assert_eq!(version["grants"]["config"]["REGION"], "eu");
+    assert_eq!(version["grants"]["kv"], serde_json::json!(["extra"]));
+}
+
+#[tokio::test]
+async fn secrets_set_reads_the_value_from_stdin_and_list_shows_only_names() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let process = ServerProcess::start(dir.path());
+    let mut setting = Command::new(binary())
+        .args(["secrets", "set", "API_TOKEN", "--tenant", "acme"])
+        .env("JOBHOST_SERVER", &process.http_url)
+        .env("JOBHOST_API_KEY", ADMIN_KEY)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    setting
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"tok_from_stdin_42\n")
+        .unwrap();
+    let set = setting.wait_with_output().unwrap();
+    assert_eq!(last_line(&set), "created secret API_TOKEN in tenant acme");
+    let listed = jobhost(
+        &process,
+        ADMIN_KEY,
+        &["secrets", "list", "--tenant", "acme"],
+    );
+    assert!(listed.status.success());
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(text.contains("API_TOKEN"), "{text}");
+    assert!(!text.contains("tok_from_stdin_42"), "{text}");
+}
+
+#[tokio::test]
+async fn kv_set_get_and_rm_edit_a_tenants_bucket() {
+    let dir = tempfile::tempdir().unwrap();
+    let process = ServerProcess::start(dir.path());
+    let key = |args: &[&str]| jobhost(&process, ADMIN_KEY, args);
+    last_line(&key(&["kv", "set", "b", "a/k", "v1", "--tenant", "acme"]));
+    assert_eq!(
+        last_line(&key(&["kv", "get", "b", "a/k", "--tenant", "acme"])),
+        "v1"
+    );
+    let listed = key(&["kv", "list", "b", "--tenant", "acme"]);
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("a/k"));
+    last_line(&key(&["kv", "rm", "b", "a/k", "--tenant", "acme"]));
+    let gone = key(&["kv", "get", "b", "a/k", "--tenant", "acme"]);
+    assert!(!gone.status.success());
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("NOT_FOUND"));
+}

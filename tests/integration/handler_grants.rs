@@ -62,10 +62,12 @@ async fn a_handler_reads_the_config_values_and_secrets_it_was_granted() {
         .unwrap();
     let job = run_job(&server, "acme", "cfg", json!({})).await;
     assert_eq!(job["state"], "completed", "{job}");
+    let result = &job["execution_summary"]["result_variables"];
     assert_eq!(
-        job["execution_summary"]["result_variables"]["granted"],
-        json!({ "REGION": "eu-west", "API_TOKEN": TOKEN })
+        result["granted"],
+        json!({ "REGION": "eu-west", "API_TOKEN": "[redacted:API_TOKEN]" })
     );
+    assert_eq!(result["lengths"]["API_TOKEN"], TOKEN.len());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -83,7 +85,7 @@ async fn a_handler_reads_no_secret_of_another_tenant() {
     let job = run_job(&server, "acme", "cfg", json!({})).await;
     assert_eq!(job["state"], "completed", "{job}");
     assert_eq!(
-        job["execution_summary"]["result_variables"]["granted"],
+        job["execution_summary"]["result_variables"]["lengths"],
         json!({})
     );
 }
@@ -91,7 +93,7 @@ async fn a_handler_reads_no_secret_of_another_tenant() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_secret_is_read_by_the_next_attempt() {
     let server = TestServer::start().await;
-    set_secret(&server, "acme", "API_TOKEN", "first-token").await;
+    set_secret(&server, "acme", "API_TOKEN", "first").await;
     server
         .deploy(
             ADMIN_KEY,
@@ -101,11 +103,11 @@ async fn a_changed_secret_is_read_by_the_next_attempt() {
         .await
         .unwrap();
     run_job(&server, "acme", "cfg", json!({})).await;
-    set_secret(&server, "acme", "API_TOKEN", "second-token").await;
+    set_secret(&server, "acme", "API_TOKEN", "the-second").await;
     let job = run_job(&server, "acme", "cfg", json!({})).await;
     assert_eq!(
-        job["execution_summary"]["result_variables"]["granted"]["API_TOKEN"],
-        "second-token"
+        job["execution_summary"]["result_variables"]["lengths"]["API_TOKEN"],
+        "the-second".len()
     );
 }
 
@@ -202,4 +204,60 @@ async fn bad_grants_are_refused_at_deploy_with_reasons() {
             other => panic!("{query}: expected a refusal, got {other:?}"),
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_value_is_in_no_server_log_metric_or_dashboard_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let process = ServerProcess::start(dir.path());
+    let rest = jobhost::client::RestClient::new(&process.http_url, Some(ADMIN_KEY.into()));
+    rest.put_bytes("/api/v1/secrets/API_TOKEN", TOKEN.as_bytes().to_vec())
+        .await
+        .unwrap();
+    rest.upload(
+        "/api/v1/handlers?type=cfg&secret=API_TOKEN",
+        plugin("reads-config"),
+    )
+    .await
+    .unwrap();
+    for variables in [json!({}), json!({ "leak": "API_TOKEN" })] {
+        let created = rest
+            .call(
+                Method::POST,
+                "/api/v1/jobs",
+                Some(json!({ "type": "cfg", "variables": variables, "retries": 1 })),
+            )
+            .await
+            .unwrap();
+        let key = created["job_key"].as_str().unwrap().to_string();
+        for _ in 0..750 {
+            let job = rest
+                .call(Method::GET, &format!("/api/v1/jobs/{key}"), None)
+                .await
+                .unwrap();
+            if matches!(job["state"].as_str(), Some("completed" | "failed")) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let mut pages = Vec::new();
+    for path in [
+        "/metrics",
+        "/",
+        "/dashboard/app.js",
+        "/api/v1/handlers",
+        "/api/v1/audit",
+        "/api/v1/jobs",
+        "/api/v1/secrets",
+    ] {
+        let response = rest.download(path).await.unwrap();
+        pages.push((path, response.text().await.unwrap()));
+    }
+    for (path, text) in &pages {
+        assert!(!text.contains(TOKEN), "{path} shows the secret");
+    }
+    let log = process.log.lock().unwrap().join("\n");
+    assert!(log.contains("handler"), "the log was captured");
+    assert!(!log.contains(TOKEN), "the server log shows the secret");
 }

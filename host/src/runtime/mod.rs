@@ -606,9 +606,26 @@ impl Runtime {
         drop(store);
         let mut output = output.text();
         if !capabilities.secrets.is_empty() {
-            output = redact(&output, &capabilities.secrets);
-            if let AttemptOutcome::Failed { reason, .. } = &mut outcome {
-                *reason = redact(reason, &capabilities.secrets);
+            // Whatever the attempt leaves behind is stored and shown: none of it may carry a
+            // granted secret's value.
+            let secrets = &capabilities.secrets;
+            output = redact(&output, secrets);
+            match &mut outcome {
+                AttemptOutcome::Failed { reason, .. } => *reason = redact(reason, secrets),
+                AttemptOutcome::Completed {
+                    variables,
+                    follow_ups,
+                    status,
+                } => {
+                    *variables = redact(variables, secrets);
+                    for follow_up in follow_ups {
+                        follow_up.variables = redact(&follow_up.variables, secrets);
+                    }
+                    if let Some(status) = status {
+                        *status = redact(status, secrets);
+                    }
+                }
+                AttemptOutcome::Interrupted(_) => {}
             }
         }
         AttemptResult {
