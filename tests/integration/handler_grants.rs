@@ -1,8 +1,6 @@
 //! What a handler may reach beyond its sandbox: only what its deployed version was granted,
 //! only within its tenant; secrets it reads are redacted from what its attempts leave behind.
 
-use std::time::Duration;
-
 use jobhost::client::ClientError;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -22,29 +20,10 @@ async fn set_secret(server: &TestServer, tenant: &str, name: &str, value: &str) 
         .expect("secret set");
 }
 
-/// Creates a job over REST in `tenant` and waits until it is finished; answers its REST view.
+/// Runs one job of `job_type` in `tenant` to its end.
 async fn run_job(server: &TestServer, tenant: &str, job_type: &str, variables: Value) -> Value {
-    let rest = server.rest(ADMIN_KEY);
-    let created = rest
-        .call(
-            Method::POST,
-            "/api/v1/jobs",
-            Some(json!({ "type": job_type, "tenant_id": tenant, "variables": variables })),
-        )
-        .await
-        .expect("job created");
-    let key = created["job_key"].as_str().unwrap().to_string();
-    for _ in 0..750 {
-        let job = rest
-            .call(Method::GET, &format!("/api/v1/jobs/{key}"), None)
-            .await
-            .unwrap();
-        if matches!(job["state"].as_str(), Some("completed" | "failed")) {
-            return job;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("job {key} did not finish");
+    let body = json!({ "type": job_type, "tenant_id": tenant, "variables": variables });
+    run_rest_job(&server.rest(ADMIN_KEY), body).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -221,25 +200,8 @@ async fn a_secret_value_is_in_no_server_log_metric_or_dashboard_page() {
     .await
     .unwrap();
     for variables in [json!({}), json!({ "leak": "API_TOKEN" })] {
-        let created = rest
-            .call(
-                Method::POST,
-                "/api/v1/jobs",
-                Some(json!({ "type": "cfg", "variables": variables, "retries": 1 })),
-            )
-            .await
-            .unwrap();
-        let key = created["job_key"].as_str().unwrap().to_string();
-        for _ in 0..750 {
-            let job = rest
-                .call(Method::GET, &format!("/api/v1/jobs/{key}"), None)
-                .await
-                .unwrap();
-            if matches!(job["state"].as_str(), Some("completed" | "failed")) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let body = json!({ "type": "cfg", "variables": variables, "retries": 1 });
+        run_rest_job(&rest, body).await;
     }
     let mut pages = Vec::new();
     for path in [

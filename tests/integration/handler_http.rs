@@ -13,7 +13,6 @@ use jobhost::client::ClientError;
 use jobhost::grants::{HttpRule, ServerHttpPolicy};
 use jobhost::runtime::HttpLimits;
 use jobhost::tasks::capabilities::HttpSettings;
-use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::harness::*;
@@ -103,29 +102,10 @@ async fn server_allowing(endpoint: &Endpoint) -> TestServer {
     .await
 }
 
-/// Creates a job (one attempt only) and waits until it is finished; answers its REST view.
+/// Runs one job of `job_type` (one attempt only) to its end.
 async fn run_job(server: &TestServer, job_type: &str, variables: Value) -> Value {
-    let rest = server.rest(ADMIN_KEY);
-    let created = rest
-        .call(
-            Method::POST,
-            "/api/v1/jobs",
-            Some(json!({ "type": job_type, "variables": variables, "retries": 1 })),
-        )
-        .await
-        .expect("job created");
-    let key = created["job_key"].as_str().unwrap().to_string();
-    for _ in 0..1500 {
-        let job = rest
-            .call(Method::GET, &format!("/api/v1/jobs/{key}"), None)
-            .await
-            .unwrap();
-        if matches!(job["state"].as_str(), Some("completed" | "failed")) {
-            return job;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("job {key} did not finish");
+    let body = json!({ "type": job_type, "variables": variables, "retries": 1 });
+    run_rest_job(&server.rest(ADMIN_KEY), body).await
 }
 
 fn output(job: &Value) -> String {

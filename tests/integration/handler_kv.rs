@@ -2,8 +2,6 @@
 //! durable when acknowledged and held to the tenant's quotas; operators read and edit them
 //! over REST.
 
-use std::time::Duration;
-
 use jobhost::client::ClientError;
 use jobhost::client::RestClient;
 use reqwest::Method;
@@ -11,30 +9,10 @@ use serde_json::{Value, json};
 
 use crate::harness::*;
 
-/// Creates a job in `tenant` (one attempt only) and waits until it is finished.
+/// Runs one job of type `kv` in `tenant` (one attempt only) to its end.
 async fn run_job(rest: &RestClient, tenant: &str, variables: Value) -> Value {
-    let created = rest
-        .call(
-            Method::POST,
-            "/api/v1/jobs",
-            Some(
-                json!({ "type": "kv", "tenant_id": tenant, "variables": variables, "retries": 1 }),
-            ),
-        )
-        .await
-        .expect("job created");
-    let key = created["job_key"].as_str().unwrap().to_string();
-    for _ in 0..1500 {
-        let job = rest
-            .call(Method::GET, &format!("/api/v1/jobs/{key}"), None)
-            .await
-            .unwrap();
-        if matches!(job["state"].as_str(), Some("completed" | "failed")) {
-            return job;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("job {key} did not finish");
+    let body = json!({ "type": "kv", "tenant_id": tenant, "variables": variables, "retries": 1 });
+    run_rest_job(rest, body).await
 }
 
 fn result(job: &Value) -> &Value {

@@ -460,3 +460,27 @@ pub async fn python_grpc_stubs() -> (PathBuf, tempfile::TempDir) {
         .arg("proto/jobs.proto"));
     (python, generated)
 }
+
+/// Creates a job over REST from `body` (`type`, `variables`, `tenant_id`, `retries`…) and
+/// waits until it is completed or failed; answers its REST view with its attempts.
+pub async fn run_rest_job(
+    rest: &jobhost::client::RestClient,
+    body: serde_json::Value,
+) -> serde_json::Value {
+    let created = rest
+        .call(reqwest::Method::POST, "/api/v1/jobs", Some(body))
+        .await
+        .expect("job created");
+    let key = created["job_key"].as_str().expect("a job key").to_string();
+    for _ in 0..1500 {
+        let job = rest
+            .call(reqwest::Method::GET, &format!("/api/v1/jobs/{key}"), None)
+            .await
+            .expect("job read");
+        if matches!(job["state"].as_str(), Some("completed" | "failed")) {
+            return job;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("job {key} did not finish");
+}

@@ -7,11 +7,10 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, header};
+use axum::http::HeaderMap;
 use axum::routing::get;
-use serde::Deserialize;
 
-use super::rest::{Reply, ok, presented_key};
+use super::rest::{Reply, ok, presented_key, tenant_param, value_body};
 use super::views::{
     Envelope, ErrorEnvelope, KvBucketList, KvBucketView, KvKeyList, KvValue, KvWritten,
 };
@@ -33,16 +32,6 @@ pub fn router<S: Clone + Send + Sync + 'static>(service: Arc<JobService>) -> Rou
         .with_state(KvApi { service })
 }
 
-fn tenant(params: &HashMap<String, String>) -> &str {
-    params.get("tenant_id").map_or("", String::as_str)
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ValueBody {
-    value: String,
-}
-
 /// A tenant's buckets that hold keys.
 #[utoipa::path(get, path = "/api/v1/kv", tag = "kv",
     params(("tenant_id" = Option<String>, Query, description = "default: default")),
@@ -53,8 +42,8 @@ async fn list_buckets(
     Query(params): Query<HashMap<String, String>>,
 ) -> Reply<KvBucketList> {
     let caller = api.service.authenticate(presented_key(&headers))?;
-    let buckets = api.service.kv_buckets(&caller, tenant(&params))?;
-    let tenant_id = match tenant(&params).trim() {
+    let buckets = api.service.kv_buckets(&caller, tenant_param(&params))?;
+    let tenant_id = match tenant_param(&params).trim() {
         "" => DEFAULT_TENANT.to_string(),
         named => named.to_string(),
     };
@@ -96,7 +85,7 @@ async fn list_keys(
     };
     let page = api.service.kv_keys(
         &caller,
-        tenant(&params),
+        tenant_param(&params),
         &bucket,
         params.get("after").map(String::as_str),
         limit,
@@ -124,7 +113,7 @@ async fn get_value(
     let caller = api.service.authenticate(presented_key(&headers))?;
     let bytes = api
         .service
-        .kv_get(&caller, tenant(&params), &bucket, &key)?;
+        .kv_get(&caller, tenant_param(&params), &bucket, &key)?;
     let size = bytes.len();
     let (value, value_hex) = match String::from_utf8(bytes) {
         Ok(text) => (Some(text), None),
@@ -156,20 +145,9 @@ async fn set_value(
     bytes: Bytes,
 ) -> Reply<KvWritten> {
     let caller = api.service.authenticate(presented_key(&headers))?;
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    let value = if is_json {
-        serde_json::from_slice::<ValueBody>(&bytes)
-            .map_err(|e| ServiceError::InvalidArgument(format!("invalid JSON body: {e}")))?
-            .value
-            .into_bytes()
-    } else {
-        bytes.to_vec()
-    };
+    let value = value_body(&headers, bytes)?;
     api.service
-        .kv_set(&caller, tenant(&params), &bucket, &key, value)
+        .kv_set(&caller, tenant_param(&params), &bucket, &key, value)
         .await?;
     ok(KvWritten { key })
 }
@@ -190,7 +168,7 @@ async fn delete_value(
 ) -> Reply<KvWritten> {
     let caller = api.service.authenticate(presented_key(&headers))?;
     api.service
-        .kv_delete(&caller, tenant(&params), &bucket, &key)
+        .kv_delete(&caller, tenant_param(&params), &bucket, &key)
         .await?;
     ok(KvWritten { key })
 }

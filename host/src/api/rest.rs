@@ -339,6 +339,35 @@ fn query_number<T: std::str::FromStr>(
         .transpose()
 }
 
+/// The `tenant_id` query parameter; empty when absent (the service reads it as the default).
+pub(super) fn tenant_param(params: &HashMap<String, String>) -> &str {
+    params.get("tenant_id").map_or("", String::as_str)
+}
+
+/// A stored value sent as the body itself, or as `{"value": "…"}` with a JSON content type.
+/// A JSON parse error is not quoted back, since the body may be a secret.
+pub(super) fn value_body(headers: &HeaderMap, bytes: Bytes) -> Result<Vec<u8>, ApiError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct ValueBody {
+        value: String,
+    }
+    let is_json = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !is_json {
+        return Ok(bytes.to_vec());
+    }
+    serde_json::from_slice::<ValueBody>(&bytes)
+        .map(|body| body.value.into_bytes())
+        .map_err(|_| {
+            ApiError(ServiceError::InvalidArgument(
+                "a JSON body must be {\"value\": \"...\"} and nothing else".into(),
+            ))
+        })
+}
+
 fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
     let text: &[u8] = if bytes.is_empty() { b"{}" } else { bytes };
     serde_json::from_slice(text).map_err(|e| {

@@ -7,13 +7,12 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, header};
+use axum::http::HeaderMap;
 use axum::routing::get;
-use serde::Deserialize;
 
-use super::rest::{Reply, ok, presented_key};
+use super::rest::{Reply, ok, presented_key, tenant_param, value_body};
 use super::views::{Envelope, ErrorEnvelope, SecretList, SecretView, SetSecret};
-use crate::service::{JobService, ServiceError};
+use crate::service::JobService;
 
 #[derive(Clone)]
 struct SecretsApi {
@@ -28,16 +27,6 @@ pub fn router<S: Clone + Send + Sync + 'static>(service: Arc<JobService>) -> Rou
             get(get_secret).put(set_secret).delete(remove_secret),
         )
         .with_state(SecretsApi { service })
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SecretBody {
-    value: String,
-}
-
-fn tenant(params: &HashMap<String, String>) -> &str {
-    params.get("tenant_id").map_or("", String::as_str)
 }
 
 /// Sets a secret's value: the body is the value itself, or `{"value": "…"}` sent as JSON.
@@ -56,26 +45,10 @@ async fn set_secret(
     bytes: Bytes,
 ) -> Reply<SetSecret> {
     let caller = api.service.authenticate(presented_key(&headers))?;
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    let value = if is_json {
-        // The parser's message could quote the value, so it is not passed on.
-        serde_json::from_slice::<SecretBody>(&bytes)
-            .map_err(|_| {
-                ServiceError::InvalidArgument(
-                    "a JSON body must be {\"value\": \"...\"} and nothing else".into(),
-                )
-            })?
-            .value
-            .into_bytes()
-    } else {
-        bytes.to_vec()
-    };
+    let value = value_body(&headers, bytes)?;
     let (info, created) = api
         .service
-        .set_secret(&caller, tenant(&params), &name, value)
+        .set_secret(&caller, tenant_param(&params), &name, value)
         .await?;
     ok(SetSecret {
         created,
@@ -93,7 +66,7 @@ async fn list_secrets(
     Query(params): Query<HashMap<String, String>>,
 ) -> Reply<SecretList> {
     let caller = api.service.authenticate(presented_key(&headers))?;
-    let secrets = api.service.list_secrets(&caller, tenant(&params))?;
+    let secrets = api.service.list_secrets(&caller, tenant_param(&params))?;
     ok(SecretList {
         secrets: secrets.into_iter().map(SecretView::from).collect(),
     })
@@ -115,7 +88,7 @@ async fn get_secret(
     let caller = api.service.authenticate(presented_key(&headers))?;
     ok(api
         .service
-        .secret_info(&caller, tenant(&params), &name)?
+        .secret_info(&caller, tenant_param(&params), &name)?
         .into())
 }
 
@@ -135,7 +108,7 @@ async fn remove_secret(
     let caller = api.service.authenticate(presented_key(&headers))?;
     let removed = api
         .service
-        .remove_secret(&caller, tenant(&params), &name)
+        .remove_secret(&caller, tenant_param(&params), &name)
         .await?;
     ok(removed.into())
 }
