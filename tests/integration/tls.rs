@@ -1,5 +1,6 @@
 //! TLS on both listeners: `serve --tls-cert --tls-key`, stock gRPC clients and the command
-//! line trusting a private CA, and start-up refusing files it cannot use.
+//! line trusting a private CA, and start-up refusing files it cannot use; and handlers'
+//! outbound HTTPS, verified against the roots the server trusts.
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -435,4 +436,75 @@ async fn a_stock_python_grpc_client_completes_a_job_over_tls() {
 
     let mut client = tls_client(&server, &pki.ca_pem()).await;
     assert_eq!(get(&mut client, &key).await.state, "completed");
+}
+
+/// A server whose handlers may call `https://localhost:PORT` of `endpoint`, trusting `roots`
+/// for it (the system's roots when `None`), with `calls-http` deployed for type `call`.
+async fn server_calling(endpoint: &TestServer, roots: Option<Vec<u8>>) -> TestServer {
+    use jobhost::grants::{HttpRule, ServerHttpPolicy};
+    use jobhost::tasks::capabilities::HttpSettings;
+    let port = endpoint.running().http_addr.port();
+    let rule = HttpRule::parse(&format!("https://localhost:{port}")).unwrap();
+    let tls = roots.map(|pem| {
+        let mut store = rustls::RootCertStore::empty();
+        for cert in rustls_pemfile_certs(&pem) {
+            store.add(cert).unwrap();
+        }
+        std::sync::Arc::new(jobhost::runtime::client_config(store))
+    });
+    let server = TestServer::start_with(move |config| {
+        config.http = HttpSettings {
+            policy: std::sync::Arc::new(ServerHttpPolicy {
+                rules: vec![rule.clone()],
+            }),
+            tls: tls.clone(),
+            ..HttpSettings::default()
+        };
+    })
+    .await;
+    let grant = format!("allow_http=https%3A%2F%2Flocalhost%3A{port}");
+    server
+        .deploy(ADMIN_KEY, "calls-http", &format!("type=call&{grant}"))
+        .await
+        .unwrap();
+    server
+}
+
+/// The certificates of a PEM file.
+fn rustls_pemfile_certs(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::pem_slice_iter(pem)
+        .map(|cert| cert.unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_reaches_an_https_host_whose_certificate_the_server_trusts() {
+    let pki = Pki::new();
+    let endpoint = tls_server(&pki).await;
+    let server = server_calling(&endpoint, Some(pki.ca_pem())).await;
+    let url = format!(
+        "https://localhost:{}/healthz",
+        endpoint.running().http_addr.port()
+    );
+    let body = serde_json::json!({ "type": "call", "variables": { "url": url }, "retries": 1 });
+    let job = run_rest_job(&server.rest(ADMIN_KEY), body).await;
+    assert_eq!(job["state"], "completed", "{job}");
+    assert_eq!(job["execution_summary"]["result_variables"]["body"], "ok");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_request_to_an_https_host_with_an_untrusted_certificate_fails() {
+    let pki = Pki::new();
+    let endpoint = tls_server(&pki).await;
+    let server = server_calling(&endpoint, None).await;
+    let url = format!(
+        "https://localhost:{}/healthz",
+        endpoint.running().http_addr.port()
+    );
+    let body = serde_json::json!({ "type": "call", "variables": { "url": url }, "retries": 1 });
+    let job = run_rest_job(&server.rest(ADMIN_KEY), body).await;
+    assert_eq!(job["state"], "failed", "{job}");
+    let output = job["attempts"][0]["output"].as_str().unwrap();
+    assert!(output.contains("TLS"), "{output}");
 }
