@@ -398,10 +398,15 @@ struct Connection {
 
 #[derive(Subcommand)]
 enum JobsCommand {
-    /// Create a job; prints its key on the last line.
+    /// Create a job; prints its key on the last line. With --batch, create many.
     Create {
-        #[arg(long = "type")]
-        job_type: String,
+        #[arg(long = "type", required_unless_present = "batch")]
+        job_type: Option<String>,
+        /// Read jobs as JSON lines (`{"type": …, "variables": {…}, "tenant_id": …}`, the body
+        /// of POST /api/v1/jobs) from this file, or `-` for standard input, and create them
+        /// 1,000 per atomic write; prints each key in order.
+        #[arg(long, value_name = "FILE", conflicts_with = "job_type")]
+        batch: Option<PathBuf>,
         /// Variables as a JSON object.
         #[arg(long, default_value = "{}")]
         variables: String,
@@ -869,6 +874,10 @@ fn print(value: &Value) -> anyhow::Result<()> {
 async fn jobs(client: RestClient, command: JobsCommand) -> anyhow::Result<()> {
     match command {
         JobsCommand::Create {
+            batch: Some(file), ..
+        } => create_batch(&client, &file).await?,
+        JobsCommand::Create {
+            batch: None,
             job_type,
             variables,
             tenant,
@@ -880,7 +889,7 @@ async fn jobs(client: RestClient, command: JobsCommand) -> anyhow::Result<()> {
             let variables: Value =
                 serde_json::from_str(&variables).context("--variables must be JSON")?;
             let body = json!({
-                "type": job_type, "variables": variables, "tenant_id": tenant,
+                "type": job_type.unwrap_or_default(), "variables": variables, "tenant_id": tenant,
                 "retries": retries, "priority": priority, "delay_ms": delay_ms, "run_at": run_at,
             });
             let data = client
@@ -1193,6 +1202,70 @@ async fn keys(client: RestClient, command: KeysCommand) -> anyhow::Result<()> {
             println!("revoked {id}");
         }
     }
+    Ok(())
+}
+
+/// Creates the jobs of a JSON-lines file (or stdin) in batches, showing progress on stderr,
+/// and prints each key in order.
+async fn create_batch(client: &RestClient, file: &std::path::Path) -> anyhow::Result<()> {
+    use std::io::{BufRead, IsTerminal, Write};
+    const BATCH: usize = 1000;
+    let reader: Box<dyn BufRead> = if file.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        let opened =
+            std::fs::File::open(file).with_context(|| format!("reading {}", file.display()))?;
+        Box::new(std::io::BufReader::new(opened))
+    };
+    let terminal = std::io::stderr().is_terminal();
+    let started = std::time::Instant::now();
+    let mut created = 0_usize;
+    let mut pending: Vec<Value> = Vec::with_capacity(BATCH);
+    let mut lines = reader.lines().enumerate();
+    loop {
+        let next = lines.next();
+        if let Some((number, line)) = next.as_ref().map(|(n, l)| (*n, l)) {
+            let line = line
+                .as_ref()
+                .map_err(|e| anyhow::anyhow!("reading line {}: {e}", number + 1))?;
+            if !line.trim().is_empty() {
+                let job: Value = serde_json::from_str(line)
+                    .with_context(|| format!("line {} is not a JSON object", number + 1))?;
+                pending.push(job);
+            }
+        }
+        if pending.len() == BATCH || (next.is_none() && !pending.is_empty()) {
+            let jobs = std::mem::take(&mut pending);
+            let count = jobs.len();
+            let data = client
+                .call(
+                    Method::POST,
+                    "/api/v1/jobs/batch",
+                    Some(json!({ "jobs": jobs })),
+                )
+                .await
+                .with_context(|| format!("the batch after {created} created jobs was refused"))?;
+            let mut out = std::io::stdout().lock();
+            for key in data["job_keys"].as_array().into_iter().flatten() {
+                writeln!(out, "{}", key.as_str().unwrap_or_default())?;
+            }
+            created += count;
+            if terminal {
+                let rate = created as f64 / started.elapsed().as_secs_f64().max(0.001);
+                eprint!("\rcreated {created} jobs ({rate:.0}/s)");
+            }
+        }
+        if next.is_none() {
+            break;
+        }
+    }
+    if terminal {
+        eprintln!();
+    }
+    eprintln!(
+        "created {created} jobs in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 

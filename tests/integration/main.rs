@@ -8,6 +8,7 @@ mod audit;
 mod auth_and_tenants;
 mod backup;
 mod bad_input;
+mod batch_creation;
 mod chaos;
 mod cli;
 mod dashboard;

@@ -266,25 +266,7 @@ impl JobsService for GrpcJobs {
         request: Request<pb::CreateJobRequest>,
     ) -> Result<Response<pb::CreateJobResponse>, Status> {
         let caller = self.caller(&request)?;
-        let m = request.into_inner();
-        let create = service::CreateJob {
-            job_type: m.r#type,
-            variables: m.variables,
-            custom_headers: m.custom_headers.into_iter().collect(),
-            retries: m.retries,
-            tenant_id: m.tenant_id,
-            priority: m.priority,
-            run_at: m.run_at,
-            delay_ms: m.delay,
-            process: crate::job::ProcessRef {
-                process_instance_key: m.process_instance_key,
-                bpmn_process_id: m.bpmn_process_id,
-                process_definition_version: m.process_definition_version,
-                process_definition_key: m.process_definition_key,
-                element_id: m.element_id,
-                element_instance_key: m.element_instance_key,
-            },
-        };
+        let create = create_request(request.into_inner());
         let key = self
             .service
             .create_job(&caller, create)
@@ -294,6 +276,27 @@ impl JobsService for GrpcJobs {
             success: true,
             message: format!("job {key} created"),
             job_key: key.to_string(),
+        }))
+    }
+
+    async fn create_jobs(
+        &self,
+        request: Request<pb::CreateJobsRequest>,
+    ) -> Result<Response<pb::CreateJobsResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let creates = request
+            .into_inner()
+            .jobs
+            .into_iter()
+            .map(create_request)
+            .collect();
+        let keys = self
+            .service
+            .create_jobs(&caller, creates)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::CreateJobsResponse {
+            job_keys: keys.iter().map(ToString::to_string).collect(),
         }))
     }
 
@@ -414,5 +417,27 @@ impl JobsService for GrpcJobs {
             success: true,
             message: format!("job {} cancelled", m.job_key),
         }))
+    }
+}
+
+/// A creation request as the service core takes it.
+fn create_request(m: pb::CreateJobRequest) -> service::CreateJob {
+    service::CreateJob {
+        job_type: m.r#type,
+        variables: m.variables,
+        custom_headers: m.custom_headers.into_iter().collect(),
+        retries: m.retries,
+        tenant_id: m.tenant_id,
+        priority: m.priority,
+        run_at: m.run_at,
+        delay_ms: m.delay,
+        process: crate::job::ProcessRef {
+            process_instance_key: m.process_instance_key,
+            bpmn_process_id: m.bpmn_process_id,
+            process_definition_version: m.process_definition_version,
+            process_definition_key: m.process_definition_key,
+            element_id: m.element_id,
+            element_instance_key: m.element_instance_key,
+        },
     }
 }

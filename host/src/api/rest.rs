@@ -29,7 +29,7 @@ use crate::service::{
 };
 
 use super::views::{
-    ActivatedJobs, AuditTrail, AuditView, CreatedJob, CreatedKey, Envelope, ErrorBody,
+    ActivatedJobs, AuditTrail, AuditView, CreatedJob, CreatedJobs, CreatedKey, Envelope, ErrorBody,
     ErrorEnvelope, FiltersApplied, HandlerList, HandlerView, JobStats, JobView, JobsListing,
     KeyList, KeyView, RemovedHandler, RemovedTrigger, RevokedKey, TriggerList, TriggerView,
     UploadView, WhoAmI,
@@ -69,6 +69,7 @@ pub fn router(
         .route("/api/v1/openapi.json", get(openapi_document))
         .route("/metrics", get(render_metrics))
         .route("/api/v1/jobs", post(create_job).get(list_jobs))
+        .route("/api/v1/jobs/batch", post(create_jobs))
         .route("/api/v1/jobs/activate", post(activate_jobs))
         .route("/api/v1/jobs/stats", get(job_stats))
         .route("/api/v1/jobs/{key}", get(get_job))
@@ -110,7 +111,7 @@ pub fn router(
     info(title = "jobhost REST API", description = "Jobs, triggers, handlers and API keys. \
         Send the API key as X-API-Key (or Authorization: Bearer)."),
     paths(
-        create_job, list_jobs, get_job, job_stats, activate_jobs, complete_job, fail_job,
+        create_job, create_jobs, list_jobs, get_job, job_stats, activate_jobs, complete_job, fail_job,
         cancel_job, update_retries, update_timeout, create_trigger, list_triggers, get_trigger,
         update_trigger, delete_trigger, deploy_handler, start_upload, get_upload, list_handlers, get_handler,
         remove_handler, create_key, list_keys, revoke_key, whoami, audit_trail,
@@ -445,7 +446,52 @@ struct ProcessBody {
     responses((status = 200, body = Envelope<CreatedJob>), (status = "4XX", body = ErrorEnvelope)))]
 async fn create_job(State(api): State<Api>, headers: HeaderMap, bytes: Bytes) -> Reply<CreatedJob> {
     let caller = caller(&api, &headers)?;
-    let request: CreateBody = body(&bytes)?;
+    let create = create_request(body(&bytes)?)?;
+    let key = api.service.create_job(&caller, create).await?;
+    let job = api.service.get_job(&caller, &key.to_string())?;
+    ok(CreatedJob {
+        job_key: key.to_string(),
+        job: JobView::of(&job),
+    })
+}
+
+/// Up to 1,000 jobs to create together.
+#[derive(Deserialize, ToSchema)]
+struct CreateBatchBody {
+    jobs: Vec<CreateBody>,
+}
+
+/// Creates up to 1,000 jobs in one atomic, durable write: all of them, or none when one is
+/// refused (the message names it by its index).
+#[utoipa::path(post, path = "/api/v1/jobs/batch", tag = "jobs", request_body = CreateBatchBody,
+    responses((status = 200, body = Envelope<CreatedJobs>), (status = "4XX", body = ErrorEnvelope)))]
+async fn create_jobs(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Reply<CreatedJobs> {
+    let caller = caller(&api, &headers)?;
+    let batch: CreateBatchBody = body(&bytes)?;
+    let creates = batch
+        .jobs
+        .into_iter()
+        .enumerate()
+        .map(|(index, job)| {
+            create_request(job).map_err(|ApiError(error)| {
+                ApiError(ServiceError::InvalidArgument(format!(
+                    "job {index} of the batch: {error}"
+                )))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let keys = api.service.create_jobs(&caller, creates).await?;
+    ok(CreatedJobs {
+        job_keys: keys.iter().map(ToString::to_string).collect(),
+    })
+}
+
+/// A creation request as the service core takes it.
+fn create_request(request: CreateBody) -> Result<service::CreateJob, ApiError> {
     let run_at = match request.run_at {
         None | Some(Value::Null) => 0,
         Some(Value::Number(n)) => n.as_i64().unwrap_or(-1),
@@ -456,7 +502,7 @@ async fn create_job(State(api): State<Api>, headers: HeaderMap, bytes: Bytes) ->
             )));
         }
     };
-    let create = service::CreateJob {
+    Ok(service::CreateJob {
         job_type: request.job_type.unwrap_or_default(),
         variables: object_text("variables", request.variables)?,
         custom_headers: request.custom_headers,
@@ -473,12 +519,6 @@ async fn create_job(State(api): State<Api>, headers: HeaderMap, bytes: Bytes) ->
             element_id: request.process.element_id,
             element_instance_key: request.process.element_instance_key,
         },
-    };
-    let key = api.service.create_job(&caller, create).await?;
-    let job = api.service.get_job(&caller, &key.to_string())?;
-    ok(CreatedJob {
-        job_key: key.to_string(),
-        job: JobView::of(&job),
     })
 }
 

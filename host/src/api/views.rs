@@ -241,6 +241,12 @@ pub struct CreatedJob {
     pub job: JobView,
 }
 
+/// The keys of jobs created in one batch, in the order of the request.
+#[derive(Serialize, ToSchema)]
+pub struct CreatedJobs {
+    pub job_keys: Vec<String>,
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct ActivatedJobs {
     pub jobs: Vec<JobView>,

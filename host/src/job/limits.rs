@@ -30,6 +30,8 @@ pub const MAX_BACKOFF_MS: i64 = 30 * 24 * 60 * 60 * 1000;
 pub const DEFAULT_MAX_JOBS: usize = 10;
 /// Most jobs one activation may take.
 pub const MAX_JOBS_PER_ACTIVATION: usize = 100;
+/// Most jobs one batch creation may carry.
+pub const MAX_JOBS_PER_BATCH: usize = 1000;
 /// How long a long poll waits when the request does not say.
 pub const DEFAULT_LONG_POLL_MS: i64 = 10_000;
 /// Longest long poll.

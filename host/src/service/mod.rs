@@ -296,6 +296,37 @@ impl JobService {
         Ok(JobKey::job(ids[0]))
     }
 
+    /// Creates many jobs in one atomic, durable write: all of them, or none when one is
+    /// refused (the message names it by its index in the batch).
+    pub async fn create_jobs(
+        &self,
+        caller: &Principal,
+        requests: Vec<CreateJob>,
+    ) -> Result<Vec<JobKey>, ServiceError> {
+        caller.require(auth::JOBS)?;
+        if requests.is_empty() {
+            return Err(invalid("a batch needs at least one job"));
+        }
+        if requests.len() > limits::MAX_JOBS_PER_BATCH {
+            return Err(invalid(format!(
+                "a batch may carry at most {} jobs, got {}",
+                limits::MAX_JOBS_PER_BATCH,
+                requests.len()
+            )));
+        }
+        let jobs = requests
+            .into_iter()
+            .enumerate()
+            .map(|(index, request)| {
+                self.validate_new_job(caller, request)
+                    .map_err(|error| in_batch(index, error))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let ids = self.store.create(jobs).await?;
+        tracing::debug!(jobs = ids.len(), key_id = %caller.key_id, "jobs created in a batch");
+        Ok(ids.into_iter().map(JobKey::job).collect())
+    }
+
     fn validate_new_job(
         &self,
         caller: &Principal,
@@ -723,6 +754,16 @@ fn required_name(field: &str, value: &str) -> Result<String, ServiceError> {
         )));
     }
     Ok(value.to_string())
+}
+
+/// A refusal of one job of a batch, naming it by its index.
+fn in_batch(index: usize, error: ServiceError) -> ServiceError {
+    let name = |message: String| format!("job {index} of the batch: {message}");
+    match error {
+        ServiceError::InvalidArgument(message) => ServiceError::InvalidArgument(name(message)),
+        ServiceError::PermissionDenied(message) => ServiceError::PermissionDenied(name(message)),
+        other => other,
+    }
 }
 
 fn tenant_or_default(tenant: &str) -> Result<String, ServiceError> {

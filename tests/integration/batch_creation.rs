@@ -1,0 +1,160 @@
+//! Creating many jobs in one call (`CreateJobs`, `POST /api/v1/jobs/batch`, `jobhost jobs
+//! create --batch`): one atomic, durable write of all the jobs, or none of them.
+
+use std::process::{Command, Stdio};
+
+use reqwest::Method;
+use serde_json::json;
+use tonic::Code;
+
+use crate::harness::*;
+
+fn batch(jobs: Vec<CreateJobRequest>) -> CreateJobsRequest {
+    CreateJobsRequest { jobs }
+}
+
+async fn count_of_type(client: &mut Client, job_type: &str) -> usize {
+    let listed = client
+        .list_jobs(admin(ListJobsRequest {
+            r#type: job_type.into(),
+            page_size: 100,
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    listed.pagination.map_or(0, |p| p.total_count as usize)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_jobs_answers_every_key_in_the_order_of_the_request() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let jobs = (0..50)
+        .map(|n| create_request("batched", &format!(r#"{{"n":{n}}}"#)))
+        .collect();
+    let keys = client
+        .create_jobs(admin(batch(jobs)))
+        .await
+        .unwrap()
+        .into_inner()
+        .job_keys;
+    assert_eq!(keys.len(), 50);
+    for (n, key) in keys.iter().enumerate() {
+        let job = get(&mut client, key).await;
+        assert_eq!(job.variables, format!(r#"{{"n":{n}}}"#));
+        assert_eq!(job.state, "activatable");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_with_one_bad_job_creates_none_and_names_it_by_index() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let mut jobs: Vec<_> = (0..5)
+        .map(|_| create_request("all-or-none", "{}"))
+        .collect();
+    jobs[3].variables = "[1, 2]".into();
+    let refused = client.create_jobs(admin(batch(jobs))).await;
+    assert_code(refused, Code::InvalidArgument, "job 3 of the batch");
+    assert_eq!(count_of_type(&mut client, "all-or-none").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_naming_a_tenant_the_key_lacks_creates_none() {
+    let server = TestServer::start().await;
+    let key = server.key(&["jobs"], &["acme"]).await;
+    let mut client = server.client().await;
+    let mut jobs: Vec<_> = (0..3).map(|_| create_request("scoped", "{}")).collect();
+    for job in &mut jobs {
+        job.tenant_id = "acme".into();
+    }
+    jobs[1].tenant_id = "beta".into();
+    let refused = client.create_jobs(with_key(batch(jobs), &key)).await;
+    assert_code(refused, Code::PermissionDenied, "job 1 of the batch");
+    assert_eq!(count_of_type(&mut client, "scoped").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_over_a_thousand_jobs_or_of_none_is_refused() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let too_many = (0..1001).map(|_| create_request("t", "{}")).collect();
+    assert_code(
+        client.create_jobs(admin(batch(too_many))).await,
+        Code::InvalidArgument,
+        "at most 1000 jobs",
+    );
+    assert_code(
+        client.create_jobs(admin(batch(Vec::new()))).await,
+        Code::InvalidArgument,
+        "at least one job",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_jobs_batch_creates_the_jobs_of_its_body_in_order() {
+    let server = TestServer::start().await;
+    let rest = server.rest(ADMIN_KEY);
+    let body = json!({ "jobs": [
+        { "type": "rest-batch", "variables": { "n": 1 } },
+        { "type": "rest-batch", "variables": { "n": 2 }, "priority": 5 },
+    ]});
+    let created = rest
+        .call(Method::POST, "/api/v1/jobs/batch", Some(body))
+        .await
+        .unwrap();
+    let keys = created["job_keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 2);
+    let second = rest
+        .call(
+            Method::GET,
+            &format!("/api/v1/jobs/{}", keys[1].as_str().unwrap()),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(second["variables"]["n"], 2, "{second}");
+}
+
+#[tokio::test]
+async fn jobs_create_batch_reads_json_lines_and_prints_each_key_in_order() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let process = ServerProcess::start(dir.path());
+    let mut creating = Command::new(binary())
+        .args(["jobs", "create", "--batch", "-"])
+        .env("JOBHOST_SERVER", &process.http_url)
+        .env("JOBHOST_API_KEY", ADMIN_KEY)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = String::new();
+    for n in 0..2500 {
+        lines.push_str(&format!(
+            "{{\"type\":\"cli-batch\",\"variables\":{{\"n\":{n}}}}}\n"
+        ));
+    }
+    creating
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(lines.as_bytes())
+        .unwrap();
+    let output = creating.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let keys: Vec<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(keys.len(), 2500);
+    let mut client = connect(&process.grpc_url).await;
+    let last = get(&mut client, &keys[2499]).await;
+    assert_eq!(last.variables, r#"{"n":2499}"#);
+}
