@@ -422,6 +422,10 @@ enum JobsCommand {
         /// Not activatable before this RFC 3339 time.
         #[arg(long)]
         run_at: Option<String>,
+        /// Create nothing if a job of this type and tenant was created with this key; print
+        /// that job's key instead.
+        #[arg(long)]
+        idempotency_key: Option<String>,
     },
     /// Show one job as JSON.
     Get { key: String },
@@ -885,12 +889,14 @@ async fn jobs(client: RestClient, command: JobsCommand) -> anyhow::Result<()> {
             priority,
             delay_ms,
             run_at,
+            idempotency_key,
         } => {
             let variables: Value =
                 serde_json::from_str(&variables).context("--variables must be JSON")?;
             let body = json!({
                 "type": job_type.unwrap_or_default(), "variables": variables, "tenant_id": tenant,
                 "retries": retries, "priority": priority, "delay_ms": delay_ms, "run_at": run_at,
+                "idempotency_key": idempotency_key.unwrap_or_default(),
             });
             let data = client
                 .call(Method::POST, "/api/v1/jobs", Some(body))

@@ -1,5 +1,6 @@
 //! Creating many jobs in one call (`CreateJobs`, `POST /api/v1/jobs/batch`, `jobhost jobs
-//! create --batch`): one atomic, durable write of all the jobs, or none of them.
+//! create --batch`): one atomic, durable write of all the jobs, or none of them; and creating
+//! idempotently, with a key that makes a repeated create answer the first job.
 
 use std::process::{Command, Stdio};
 
@@ -157,4 +158,56 @@ async fn jobs_create_batch_reads_json_lines_and_prints_each_key_in_order() {
     let mut client = connect(&process.grpc_url).await;
     let last = get(&mut client, &keys[2499]).await;
     assert_eq!(last.variables, r#"{"n":2499}"#);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_create_with_an_idempotency_key_answers_the_first_job() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let mut request = create_request("charge", r#"{"amount":5}"#);
+    request.idempotency_key = "order-17".into();
+    let first = client
+        .create_job(admin(request.clone()))
+        .await
+        .unwrap()
+        .into_inner()
+        .job_key;
+    let again = client
+        .create_job(admin(request.clone()))
+        .await
+        .unwrap()
+        .into_inner()
+        .job_key;
+    assert_eq!(again, first);
+    let in_batch = client
+        .create_jobs(admin(batch(vec![request, create_request("charge", "{}")])))
+        .await
+        .unwrap()
+        .into_inner()
+        .job_keys;
+    assert_eq!(in_batch[0], first);
+    let rest = server.rest(ADMIN_KEY);
+    let over_rest = rest
+        .call(
+            Method::POST,
+            "/api/v1/jobs",
+            Some(json!({ "type": "charge", "idempotency_key": "order-17" })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(over_rest["job_key"], first.as_str());
+    assert_eq!(count_of_type(&mut client, "charge").await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_over_255_bytes_is_refused() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let mut request = create_request("charge", "{}");
+    request.idempotency_key = "k".repeat(256);
+    assert_code(
+        client.create_job(admin(request)).await,
+        Code::InvalidArgument,
+        "idempotency_key",
+    );
 }

@@ -439,5 +439,6 @@ fn create_request(m: pb::CreateJobRequest) -> service::CreateJob {
             element_id: m.element_id,
             element_instance_key: m.element_instance_key,
         },
+        idempotency_key: m.idempotency_key,
     }
 }

@@ -422,6 +422,10 @@ struct CreateBody {
     run_at: Option<Value>,
     #[serde(default, alias = "delay")]
     delay_ms: i64,
+    /// Unique per tenant and type while the job exists: a second create with the same key
+    /// creates nothing and answers the first job.
+    #[serde(default)]
+    idempotency_key: String,
     #[serde(flatten)]
     process: ProcessBody,
 }
@@ -519,6 +523,7 @@ fn create_request(request: CreateBody) -> Result<service::CreateJob, ApiError> {
             element_id: request.process.element_id,
             element_instance_key: request.process.element_instance_key,
         },
+        idempotency_key: request.idempotency_key,
     })
 }
 

@@ -68,6 +68,7 @@ fn job(n: usize) -> NewJob {
             },
             ..JobPayload::default()
         },
+        idempotency_key: None,
     }
 }
 

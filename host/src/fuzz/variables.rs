@@ -154,6 +154,7 @@ fn create_request() -> impl Strategy<Value = CreateJob> {
                     run_at,
                     delay_ms,
                     process,
+                    idempotency_key: String::new(),
                 }
             },
         )

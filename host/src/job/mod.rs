@@ -183,6 +183,9 @@ pub struct NewJob {
     /// Not activatable before this time; `None` or a past time means at once.
     pub run_at: Option<EpochMs>,
     pub payload: JobPayload,
+    /// Unique per tenant and type while the job exists: a second job with the same key is
+    /// not created, and its creator is answered the first job's id.
+    pub idempotency_key: Option<String>,
 }
 
 /// The tenants a caller may touch.

@@ -133,6 +133,8 @@ pub struct CreateJob {
     /// Milliseconds; 0 means none.
     pub delay_ms: i64,
     pub process: ProcessRef,
+    /// Empty means none; see [`NewJob::idempotency_key`].
+    pub idempotency_key: String,
 }
 
 /// A request to lease jobs, as the APIs receive it (0 means "the default").
@@ -371,6 +373,16 @@ impl JobService {
                 limits::MAX_BACKOFF_MS / 86_400_000
             )));
         }
+        let idempotency_key = match request.idempotency_key.as_str() {
+            "" => None,
+            key if key.len() > limits::MAX_NAME_BYTES || key.contains('\0') => {
+                return Err(invalid(format!(
+                    "idempotency_key must be 1-{} bytes without NUL",
+                    limits::MAX_NAME_BYTES
+                )));
+            }
+            key => Some(key.to_string()),
+        };
         Ok(NewJob {
             tenant,
             job_type,
@@ -382,6 +394,7 @@ impl JobService {
                 custom_headers: request.custom_headers,
                 process: request.process,
             },
+            idempotency_key,
         })
     }
 

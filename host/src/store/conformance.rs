@@ -26,6 +26,8 @@ macro_rules! suite {
     ($open:expr) => {
         $crate::store::conformance::suite!(@tests $open;
             created_job_reads_back_with_its_payload,
+            a_create_with_a_used_idempotency_key_answers_the_first_job_and_creates_nothing,
+            idempotency_keys_are_unique_per_tenant_and_type,
             each_job_is_leased_to_one_of_many_concurrent_activations,
             activation_takes_higher_priority_then_older_jobs,
             activation_stays_within_its_tenant_scope,
@@ -85,7 +87,62 @@ fn new_job(job_type: &str, tenant: &str) -> NewJob {
             variables: r#"{"n":1}"#.into(),
             ..JobPayload::default()
         },
+        idempotency_key: None,
     }
+}
+
+fn keyed_job(job_type: &str, tenant: &str, key: &str) -> NewJob {
+    NewJob {
+        idempotency_key: Some(key.into()),
+        ..new_job(job_type, tenant)
+    }
+}
+
+pub async fn a_create_with_a_used_idempotency_key_answers_the_first_job_and_creates_nothing(
+    open: Open,
+    dir: &Path,
+) {
+    let first = {
+        let store = open(dir);
+        let ids = store
+            .create(vec![
+                keyed_job("mail", "acme", "order-1"),
+                keyed_job("mail", "acme", "order-1"),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(ids[0], ids[1], "a repeat within one batch");
+        store.close().await.unwrap();
+        ids[0]
+    };
+    let store = open(dir);
+    let again = store
+        .create(vec![keyed_job("mail", "acme", "order-1")])
+        .await
+        .unwrap();
+    assert_eq!(again, [first], "a repeat after a reopen");
+    let page = store
+        .list(&ListQuery {
+            job_type: Some("mail".into()),
+            ..ListQuery::all(TenantScope::All, 10)
+        })
+        .unwrap();
+    assert_eq!(page.total, 1);
+}
+
+pub async fn idempotency_keys_are_unique_per_tenant_and_type(open: Open, dir: &Path) {
+    let store = open(dir);
+    let ids = store
+        .create(vec![
+            keyed_job("mail", "acme", "k"),
+            keyed_job("mail", "beta", "k"),
+            keyed_job("sms", "acme", "k"),
+            new_job("mail", "acme"),
+        ])
+        .await
+        .unwrap();
+    let distinct: std::collections::BTreeSet<_> = ids.iter().collect();
+    assert_eq!(distinct.len(), 4);
 }
 
 fn activation(job_type: &str, max_jobs: usize) -> Activation {

@@ -352,6 +352,7 @@ impl Run {
                     variables: format!(r#"{{"step":"{}","n":"{n}"}}"#, self.steps),
                     ..JobPayload::default()
                 },
+                idempotency_key: None,
             })
             .collect();
         let ids = self.store().create(jobs.clone()).await.map_err(failure)?;

@@ -511,6 +511,7 @@ fn completion(
                 variables,
                 ..JobPayload::default()
             },
+            idempotency_key: None,
         });
     }
     Ok((serde_json::Value::Object(result).to_string(), jobs))

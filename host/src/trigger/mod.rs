@@ -195,6 +195,7 @@ impl TriggerRecord {
                 custom_headers,
                 process: Default::default(),
             },
+            idempotency_key: None,
         }
     }
 }

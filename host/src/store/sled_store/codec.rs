@@ -10,6 +10,8 @@
 //! - `i` + id: the workflow instance and element of a job that names them (for listings by
 //!   them), written once;
 //! - `m` + name: store metadata (the job-id reservation, the next trigger id);
+//! - `u` + tenant + NUL + type + NUL + idempotency key: the id (u64 big-endian) of the job
+//!   created with that key, written with the job;
 //! - `k` + tenant + NUL + bucket + NUL + key: a key-value entry, its value stored as given
 //!   (tenant and bucket names hold no NUL, so the layout is unambiguous).
 //!
@@ -28,6 +30,7 @@ pub const ATTEMPT_PREFIX: u8 = b'a';
 pub const TRIGGER_PREFIX: u8 = b't';
 pub const PROCESS_PREFIX: u8 = b'i';
 pub const KV_PREFIX: u8 = b'k';
+pub const IDEMPOTENCY_PREFIX: u8 = b'u';
 pub const ID_RESERVATION_KEY: &[u8] = b"mnext-id";
 pub const NEXT_TRIGGER_ID_KEY: &[u8] = b"mnext-trigger-id";
 const FORMAT_VERSION: u8 = 1;
@@ -55,6 +58,18 @@ pub fn kv_key(tenant: &str, bucket: &str, key: &str) -> Vec<u8> {
     stored.extend_from_slice(tenant.as_bytes());
     stored.push(0);
     stored.extend_from_slice(bucket.as_bytes());
+    stored.push(0);
+    stored.extend_from_slice(key.as_bytes());
+    stored
+}
+
+/// The key under which the job created with an idempotency key is found.
+pub fn idempotency_key(tenant: &str, job_type: &str, key: &str) -> Vec<u8> {
+    let mut stored = Vec::with_capacity(3 + tenant.len() + job_type.len() + key.len());
+    stored.push(IDEMPOTENCY_PREFIX);
+    stored.extend_from_slice(tenant.as_bytes());
+    stored.push(0);
+    stored.extend_from_slice(job_type.as_bytes());
     stored.push(0);
     stored.extend_from_slice(key.as_bytes());
     stored

@@ -208,6 +208,8 @@ pub(super) struct Writer {
     /// Key-value entries this group wrote (`None`: deleted), readable until the batch is
     /// applied.
     kv_in_group: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Idempotency keys this group wrote, readable until the batch is applied.
+    idempotency_in_group: HashMap<Vec<u8>, JobId>,
 }
 
 impl Writer {
@@ -264,6 +266,7 @@ impl Writer {
             poison,
             kv_usage: HashMap::new(),
             kv_in_group: HashMap::new(),
+            idempotency_in_group: HashMap::new(),
         };
         let mut rebuilt = JobIndex::default();
         for entry in tree.scan_prefix([RECORD_PREFIX]) {
@@ -441,6 +444,22 @@ impl Writer {
         }
     }
 
+    /// The job created under an idempotency key, in this group or before.
+    fn created_under(&self, stored: &[u8]) -> Result<Option<JobId>, StoreError> {
+        if let Some(id) = self.idempotency_in_group.get(stored) {
+            return Ok(Some(*id));
+        }
+        match self.tree.get(stored).map_err(codec::io)? {
+            Some(bytes) => Ok(Some(JobId::from_be_bytes(
+                bytes
+                    .as_ref()
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("malformed idempotency entry".into()))?,
+            ))),
+            None => Ok(None),
+        }
+    }
+
     /// Decides a key-value write against the entry's value as of this group, within the
     /// tenant's quota, and adds it to the batch.
     fn kv_write(&mut self, key: &KvKey, op: KvOp, limits: &KvLimits) -> Result<KvOutcome, KvError> {
@@ -602,6 +621,19 @@ impl Writer {
     }
 
     fn create(&mut self, job: NewJob, now: EpochMs) -> JobId {
+        let idempotency = job
+            .idempotency_key
+            .as_deref()
+            .map(|key| codec::idempotency_key(&job.tenant, &job.job_type, key));
+        if let Some(stored) = &idempotency {
+            match self.created_under(stored) {
+                Ok(Some(existing)) => return existing,
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::error!(%error, "cannot read an idempotency key; creating the job")
+                }
+            }
+        }
         if self.next_id >= self.reserved_until {
             self.reserved_until = self.next_id + ID_BLOCK;
             let reserved_until = self.reserved_until.to_be_bytes();
@@ -636,6 +668,10 @@ impl Writer {
             result: None,
         };
         self.write(&payload_key(id), codec::encode(&job.payload));
+        if let Some(stored) = idempotency {
+            self.write(&stored, &id.to_be_bytes());
+            self.idempotency_in_group.insert(stored, id);
+        }
         let process = &job.payload.process;
         if !process.process_instance_key.is_empty() || !process.element_id.is_empty() {
             let names = (
@@ -887,6 +923,7 @@ impl Writer {
         self.batch_keys.clear();
         self.closed_in_group.clear();
         self.kv_in_group.clear();
+        self.idempotency_in_group.clear();
         let changes = std::mem::take(&mut self.index_changes);
         let processes = std::mem::take(&mut self.process_changes);
         let timed_out = std::mem::take(&mut self.timed_out);
