@@ -42,6 +42,8 @@ pub struct BenchOptions {
     pub wasm_jobs: usize,
     /// Attempts in the sandbox-overhead run; 0 skips it.
     pub sandbox_samples: usize,
+    /// Jobs created with CreateJobs (1,000 per call) in the batch-creation run; 0 skips it.
+    pub batch_jobs: usize,
     /// Fires of a 1s interval trigger whose lateness is measured; 0 skips it.
     pub trigger_fires: usize,
     /// Idle triggers whose CPU cost is measured; 0 skips it.
@@ -72,6 +74,8 @@ pub struct BenchReport {
     /// One attempt of `echo` in a fresh sandbox (store, instance, call), in microseconds.
     pub sandbox_p50_us: f64,
     pub sandbox_p99_us: f64,
+    /// Jobs created per second with CreateJobs, 1,000 per call, each call one durable write.
+    pub batch_create_jobs_per_second: f64,
     /// Job creation time minus scheduled fire time, in ms (the job's timestamps are whole ms).
     pub trigger_late_p50_ms: f64,
     pub trigger_late_max_ms: f64,
@@ -152,6 +156,7 @@ pub async fn run(options: BenchOptions) -> Result<BenchReport, BenchError> {
     wake.sort_by(f64::total_cmp);
     let at = |q: f64| quantile(&wake, q);
     let wasm_jobs_per_second = wasm_throughput(&client, &rest, &options).await?;
+    let batch_create_jobs_per_second = batch_creation(&client, options.batch_jobs).await?;
     let mut sandbox = sandbox_overhead(options.sandbox_samples).await;
     sandbox.sort_by(f64::total_cmp);
     let mut lateness = trigger_lateness(&rest, options.trigger_fires).await?;
@@ -172,6 +177,7 @@ pub async fn run(options: BenchOptions) -> Result<BenchReport, BenchError> {
         wasm_jobs_per_second,
         sandbox_p50_us: quantile(&sandbox, 0.5),
         sandbox_p99_us: quantile(&sandbox, 0.99),
+        batch_create_jobs_per_second,
         trigger_late_p50_ms: quantile(&lateness, 0.5),
         trigger_late_max_ms: lateness.last().copied().unwrap_or(0.0),
         idle_triggers: options.idle_triggers,
@@ -240,6 +246,42 @@ async fn throughput(client: &Client, options: &BenchOptions) -> Result<(f64, f64
 }
 
 /// Starts `creators` tasks that create `jobs` jobs of `job_type` between them.
+/// Creates `jobs` jobs with CreateJobs, 1,000 per call, from two callers at once; answers
+/// jobs per second.
+async fn batch_creation(client: &Client, jobs: usize) -> Result<f64, BenchError> {
+    const PER_CALL: usize = crate::job::limits::MAX_JOBS_PER_BATCH;
+    const CALLERS: usize = 2;
+    if jobs == 0 {
+        return Ok(0.0);
+    }
+    let calls = jobs.div_ceil(PER_CALL);
+    let started = Instant::now();
+    let mut callers = Vec::new();
+    for caller in 0..CALLERS {
+        let mut client = client.clone();
+        callers.push(tokio::spawn(async move {
+            for call in (caller..calls).step_by(CALLERS) {
+                let count = PER_CALL.min(jobs - call * PER_CALL);
+                let batch = (0..count)
+                    .map(|n| pb::CreateJobRequest {
+                        r#type: "bench-batch".into(),
+                        variables: format!(r#"{{"n":{}}}"#, call * PER_CALL + n),
+                        ..Default::default()
+                    })
+                    .collect();
+                client
+                    .create_jobs(keyed(pb::CreateJobsRequest { jobs: batch }))
+                    .await?;
+            }
+            Ok::<(), BenchError>(())
+        }));
+    }
+    for caller in callers {
+        caller.await.expect("a batch caller panicked")?;
+    }
+    Ok(jobs as f64 / started.elapsed().as_secs_f64())
+}
+
 fn spawn_creators(
     client: &Client,
     job_type: &'static str,
@@ -513,6 +555,7 @@ impl BenchReport {
              idle worker wake-up max        {:.3} ms\n\
              Wasm (echo) throughput         {:.0} jobs/s\n\
              sandbox per attempt p50 / p99  {:.1} / {:.1} us\n\
+             batch creation (CreateJobs)    {:.0} jobs/s\n\
              trigger fire late p50 / max    {:.0} / {:.0} ms\n\
              idle CPU, no triggers          {:.2} % of a core\n\
              idle CPU, {} triggers       {:.2} % of a core\n\
@@ -535,6 +578,7 @@ impl BenchReport {
             self.wasm_jobs_per_second,
             self.sandbox_p50_us,
             self.sandbox_p99_us,
+            self.batch_create_jobs_per_second,
             self.trigger_late_p50_ms,
             self.trigger_late_max_ms,
             self.idle_cpu_percent,

@@ -323,6 +323,10 @@ struct BenchArgs {
     /// Sandbox-overhead samples (0 skips them).
     #[arg(long, default_value_t = 2_000)]
     sandbox_samples: usize,
+    /// Jobs created with CreateJobs, 1,000 per call, for the batch-creation figure (0 skips
+    /// it).
+    #[arg(long, default_value_t = 100_000)]
+    batch_jobs: usize,
     /// Fires of a 1s trigger whose lateness is measured (0 skips them).
     #[arg(long, default_value_t = 10)]
     trigger_fires: usize,
@@ -790,6 +794,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         wake_samples: args.wake_samples,
         wasm_jobs: args.wasm_jobs,
         sandbox_samples: args.sandbox_samples,
+        batch_jobs: args.batch_jobs,
         trigger_fires: args.trigger_fires,
         idle_triggers: args.idle_triggers,
         rate_limited: !args.no_rate_limit,

@@ -9,6 +9,7 @@ mod auth_and_tenants;
 mod backup;
 mod bad_input;
 mod batch_creation;
+mod bench_smoke;
 mod chaos;
 mod cli;
 mod dashboard;
