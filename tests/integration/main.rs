@@ -23,6 +23,7 @@ mod key_scoping;
 mod lifecycle;
 mod operations;
 mod persistence;
+mod polyglot;
 mod python_client;
 mod quotas;
 mod rest_api;
