@@ -182,9 +182,11 @@ impl RequestLine {
     fn of<B>(request: &http::Request<B>) -> RequestLine {
         let uri = request.uri();
         let scheme = uri.scheme_str().unwrap_or("https");
-        let authority = uri.authority().map_or("", |a| a.as_str());
+        // Host and port only: user information in the authority is never written down.
+        let host = uri.host().unwrap_or("");
+        let port = uri.port_u16().map(|p| format!(":{p}")).unwrap_or_default();
         RequestLine(format!(
-            "{} {scheme}://{authority}{}",
+            "{} {scheme}://{host}{port}{}",
             request.method(),
             uri.path()
         ))
