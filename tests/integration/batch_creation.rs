@@ -1,6 +1,7 @@
 //! Creating many jobs in one call (`CreateJobs`, `POST /api/v1/jobs/batch`, `jobhost jobs
-//! create --batch`): one atomic, durable write of all the jobs, or none of them; and creating
-//! idempotently, with a key that makes a repeated create answer the first job.
+//! create --batch`): one atomic, durable write of all the jobs, or none of them; creating
+//! idempotently, with a key that makes a repeated create answer the first job; and completing
+//! many jobs in one call (`CompleteJobs`), each answered on its own.
 
 use std::process::{Command, Stdio};
 
@@ -209,5 +210,53 @@ async fn an_idempotency_key_over_255_bytes_is_refused() {
         client.create_job(admin(request)).await,
         Code::InvalidArgument,
         "idempotency_key",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn complete_jobs_answers_each_completion_on_its_own() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    for _ in 0..3 {
+        create(&mut client, "acked", "{}").await;
+    }
+    let leased = activate(&mut client, "acked", "w", 3, 60_000).await;
+    let mut jobs: Vec<CompleteJobRequest> = leased
+        .iter()
+        .map(|job| CompleteJobRequest {
+            job_key: job.job_key.clone(),
+            variables: [("done".to_string(), "yes".to_string())].into(),
+        })
+        .collect();
+    jobs.insert(
+        1,
+        CompleteJobRequest {
+            job_key: "999999".into(),
+            ..Default::default()
+        },
+    );
+    let results = client
+        .complete_jobs(admin(CompleteJobsRequest { jobs: jobs.clone() }))
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    let successes: Vec<bool> = results.iter().map(|r| r.success).collect();
+    assert_eq!(successes, [true, false, true, true]);
+    assert!(results[1].message.starts_with("NotFound"), "{results:?}");
+    for job in &leased {
+        assert_eq!(get(&mut client, &job.job_key).await.state, "completed");
+    }
+    let again = client
+        .complete_jobs(admin(CompleteJobsRequest {
+            jobs: vec![jobs[0].clone()],
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    assert!(
+        !again[0].success,
+        "a second completion is refused: {again:?}"
     );
 }

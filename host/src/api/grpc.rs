@@ -238,6 +238,43 @@ impl JobsService for GrpcJobs {
         }))
     }
 
+    async fn complete_jobs(
+        &self,
+        request: Request<pb::CompleteJobsRequest>,
+    ) -> Result<Response<pb::CompleteJobsResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let completions = request
+            .into_inner()
+            .jobs
+            .into_iter()
+            .map(|m| (m.job_key, result_json(m.variables)))
+            .collect::<Vec<_>>();
+        let keys: Vec<String> = completions.iter().map(|(key, _)| key.clone()).collect();
+        let outcomes = self
+            .service
+            .complete_jobs(&caller, completions)
+            .await
+            .map_err(status)?;
+        let results = keys
+            .iter()
+            .zip(outcomes)
+            .map(|(key, outcome)| match outcome {
+                Ok(_) => pb::CompleteJobResponse {
+                    success: true,
+                    message: format!("job {key} completed"),
+                },
+                Err(error) => {
+                    let refusal = status(error);
+                    pb::CompleteJobResponse {
+                        success: false,
+                        message: format!("{:?}: {}", refusal.code(), refusal.message()),
+                    }
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::CompleteJobsResponse { results }))
+    }
+
     async fn fail_job(
         &self,
         request: Request<pb::FailJobRequest>,

@@ -494,6 +494,27 @@ impl JobService {
             .await
     }
 
+    /// Completes many jobs, each decided on its own as [`JobService::complete_job`] would;
+    /// the changes are sent to the store together, so they share its group commits.
+    pub async fn complete_jobs(
+        &self,
+        caller: &Principal,
+        completions: Vec<(String, String)>,
+    ) -> Result<Vec<Result<JobRecord, ServiceError>>, ServiceError> {
+        caller.require(auth::JOBS)?;
+        if completions.len() > limits::MAX_JOBS_PER_BATCH {
+            return Err(invalid(format!(
+                "a batch may carry at most {} completions, got {}",
+                limits::MAX_JOBS_PER_BATCH,
+                completions.len()
+            )));
+        }
+        let each = completions
+            .into_iter()
+            .map(|(key, result)| async move { self.complete_job(caller, &key, result).await });
+        Ok(futures::future::join_all(each).await)
+    }
+
     pub async fn fail_job(
         &self,
         caller: &Principal,
