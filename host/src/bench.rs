@@ -66,6 +66,8 @@ pub struct BenchReport {
     pub seconds: f64,
     /// Created, activated and completed per second, end to end.
     pub jobs_per_second: f64,
+    /// The same with the workers acknowledging each activation's jobs in one CompleteJobs.
+    pub batched_acks_jobs_per_second: f64,
     pub wake_p50_ms: f64,
     pub wake_p99_ms: f64,
     pub wake_max_ms: f64,
@@ -151,7 +153,8 @@ pub async fn run(options: BenchOptions) -> Result<BenchReport, BenchError> {
             let _ = CLIENT_KEY.set(key.to_string());
         }
     }
-    let (seconds, jobs_per_second) = throughput(&client, &options).await?;
+    let (seconds, jobs_per_second) = throughput(&client, &options, Acks::OneByOne).await?;
+    let (_, batched_acks_jobs_per_second) = throughput(&client, &options, Acks::Batched).await?;
     let mut wake = wake_latencies(&client, options.wake_samples).await?;
     wake.sort_by(f64::total_cmp);
     let at = |q: f64| quantile(&wake, q);
@@ -171,6 +174,7 @@ pub async fn run(options: BenchOptions) -> Result<BenchReport, BenchError> {
         rate_limited_key: CLIENT_KEY.get().is_some(),
         seconds,
         jobs_per_second,
+        batched_acks_jobs_per_second,
         wake_p50_ms: at(0.50),
         wake_p99_ms: at(0.99),
         wake_max_ms: wake.last().copied().unwrap_or(0.0),
@@ -192,13 +196,30 @@ pub async fn run(options: BenchOptions) -> Result<BenchReport, BenchError> {
     Ok(BenchReport { hostile, ..report })
 }
 
-async fn throughput(client: &Client, options: &BenchOptions) -> Result<(f64, f64), BenchError> {
+/// How the throughput run's workers acknowledge their jobs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Acks {
+    /// One CompleteJob per job, as stock workers do.
+    OneByOne,
+    /// One CompleteJobs per activation response.
+    Batched,
+}
+
+async fn throughput(
+    client: &Client,
+    options: &BenchOptions,
+    acks: Acks,
+) -> Result<(f64, f64), BenchError> {
+    let job_type = match acks {
+        Acks::OneByOne => "bench",
+        Acks::Batched => "bench-batched-acks",
+    };
     let completed = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
     tasks.extend(spawn_creators(
         client,
-        "bench",
+        job_type,
         options.jobs,
         options.creators,
     ));
@@ -210,7 +231,7 @@ async fn throughput(client: &Client, options: &BenchOptions) -> Result<(f64, f64
         tasks.push(tokio::spawn(async move {
             while completed.load(Ordering::Relaxed) < total {
                 let request = pb::ActivateJobsRequest {
-                    r#type: "bench".into(),
+                    r#type: job_type.into(),
                     worker: format!("bench-{n}"),
                     max_jobs_to_activate: batch,
                     request_timeout: Some(200),
@@ -218,6 +239,28 @@ async fn throughput(client: &Client, options: &BenchOptions) -> Result<(f64, f64
                 };
                 let mut stream = client.activate_jobs(keyed(request)).await?.into_inner();
                 while let Some(response) = stream.message().await? {
+                    if acks == Acks::Batched {
+                        let count = response.jobs.len();
+                        let jobs = response
+                            .jobs
+                            .into_iter()
+                            .map(|job| pb::CompleteJobRequest {
+                                job_key: job.job_key,
+                                variables: Default::default(),
+                            })
+                            .collect();
+                        let answered = client
+                            .complete_jobs(keyed(pb::CompleteJobsRequest { jobs }))
+                            .await?
+                            .into_inner();
+                        if let Some(refused) = answered.results.iter().find(|r| !r.success) {
+                            return Err(BenchError::Rpc(tonic::Status::internal(
+                                refused.message.clone(),
+                            )));
+                        }
+                        completed.fetch_add(count, Ordering::Relaxed);
+                        continue;
+                    }
                     let completions = response.jobs.into_iter().map(|job| {
                         let mut client = client.clone();
                         async move {
@@ -245,7 +288,6 @@ async fn throughput(client: &Client, options: &BenchOptions) -> Result<(f64, f64
     Ok((seconds, options.jobs as f64 / seconds))
 }
 
-/// Starts `creators` tasks that create `jobs` jobs of `job_type` between them.
 /// Creates `jobs` jobs with CreateJobs, 1,000 per call, from two callers at once; answers
 /// jobs per second.
 async fn batch_creation(client: &Client, jobs: usize) -> Result<f64, BenchError> {
@@ -282,6 +324,7 @@ async fn batch_creation(client: &Client, jobs: usize) -> Result<f64, BenchError>
     Ok(jobs as f64 / started.elapsed().as_secs_f64())
 }
 
+/// Starts `creators` tasks that create `jobs` jobs of `job_type` between them.
 fn spawn_creators(
     client: &Client,
     job_type: &'static str,
@@ -550,6 +593,7 @@ impl BenchReport {
              clients' key                   {}\n\
              elapsed                        {:.2} s\n\
              throughput                     {:.0} jobs/s\n\
+             throughput, CompleteJobs acks  {:.0} jobs/s\n\
              idle worker wake-up p50        {:.3} ms\n\
              idle worker wake-up p99        {:.3} ms\n\
              idle worker wake-up max        {:.3} ms\n\
@@ -572,6 +616,7 @@ impl BenchReport {
             },
             self.seconds,
             self.jobs_per_second,
+            self.batched_acks_jobs_per_second,
             self.wake_p50_ms,
             self.wake_p99_ms,
             self.wake_max_ms,

@@ -32,6 +32,7 @@ fn a_small_bench_run_reports_every_figure() {
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     for figure in [
         "jobs_per_second",
+        "batched_acks_jobs_per_second",
         "wake_p99_ms",
         "wasm_jobs_per_second",
         "sandbox_p50_us",
