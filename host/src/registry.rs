@@ -98,7 +98,8 @@ struct PreparedUpload {
     retry: RetryPolicy,
     grants: Grants,
     sha: [u8; 32],
-    bytes: Vec<u8>,
+    /// Shared with the compile, which runs on another thread: a component may be 50 MB.
+    bytes: Arc<Vec<u8>>,
     _held: crate::quota::Held,
 }
 
@@ -356,7 +357,7 @@ impl HandlerRegistry {
             retry,
             grants,
             sha: Sha256::digest(&bytes).into(),
-            bytes,
+            bytes: Arc::new(bytes),
             _held: held,
         })
     }
@@ -365,7 +366,7 @@ impl HandlerRegistry {
     async fn compile(&self, upload: &PreparedUpload) -> Result<CompiledHandler, ServiceError> {
         let loader = self.runtime.clone();
         let sha_hex = hex::encode(upload.sha);
-        let bytes = upload.bytes.clone();
+        let bytes = Arc::clone(&upload.bytes);
         tokio::task::spawn_blocking(move || loader.load(&sha_hex, &bytes))
             .await
             .map_err(internal)?

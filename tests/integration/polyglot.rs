@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::Router;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -278,30 +278,10 @@ async fn endpoint() -> String {
     format!("http://127.0.0.1:{}", addr.port())
 }
 
-/// Creates a job (one attempt only) and waits until it is finished; answers its REST view.
+/// Runs one job of `job_type` (one attempt only) to its end.
 async fn run_job(server: &TestServer, job_type: &str, variables: Value) -> Value {
-    let rest = server.rest(ADMIN_KEY);
-    let created = rest
-        .call(
-            Method::POST,
-            "/api/v1/jobs",
-            Some(json!({ "type": job_type, "variables": variables, "retries": 1 })),
-        )
-        .await
-        .expect("job created");
-    let key = created["job_key"].as_str().unwrap().to_string();
-    // Generous for a loaded machine: an attempt of these examples takes milliseconds.
-    for _ in 0..3000 {
-        let job = rest
-            .call(Method::GET, &format!("/api/v1/jobs/{key}"), None)
-            .await
-            .unwrap();
-        if matches!(job["state"].as_str(), Some("completed" | "failed")) {
-            return job;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("job {key} did not finish");
+    let body = json!({ "type": job_type, "variables": variables, "retries": 1 });
+    run_rest_job(&server.rest(ADMIN_KEY), body).await
 }
 
 /// Builds the example, deploys it with the grants it uses to a server whose HTTP ceiling
