@@ -2,13 +2,19 @@
 //! that building needs no system `protoc`, and builds the guest crates under `plugins/` (the
 //! handler SDK, example handlers and test fixtures) into WebAssembly components.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use prost::Message;
 
+/// The crate's directory, read when the script runs: a path baked in when the script was
+/// compiled would point at whichever checkout first built it into a shared target directory.
+fn manifest_dir() -> Result<PathBuf, std::env::VarError> {
+    std::env::var("CARGO_MANIFEST_DIR").map(PathBuf::from)
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let proto_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../proto");
+    let proto_dir = manifest_dir()?.join("../proto");
     let proto_file = proto_dir.join("jobs.proto");
     println!("cargo:rerun-if-changed={}", proto_file.display());
 
@@ -37,7 +43,7 @@ const WASM_TARGET: &str = "wasm32-wasip2";
 
 /// Builds every guest crate for wasm32-wasip2; returns the directory holding the `.wasm` files.
 fn build_plugins() -> Result<PathBuf, Box<dyn std::error::Error>> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = manifest_dir()?.join("..");
     let plugins = root.join("plugins");
     for watched in ["Cargo.toml", "Cargo.lock", "sdk", "examples", "fixtures"] {
         println!("cargo:rerun-if-changed={}", plugins.join(watched).display());

@@ -19,6 +19,7 @@
 //!   the tenant's quota.
 //! - [`manifest`]: `handler.toml`, a deployment written down (type, limits, grants).
 //! - [`registry`]: uploading, listing and removing handlers; their compiled code.
+//! - [`retention`]: how long finished jobs are kept, as a policy.
 //! - [`runtime`]: the only code that touches wasmtime: the sandbox of each attempt.
 //! - [`tasks`]: background tasks; [`tasks::executor`] runs jobs with their handlers and
 //!   [`tasks::scheduler`] fires triggers when they are due.
@@ -65,6 +66,7 @@ pub mod metrics;
 pub mod quota;
 pub mod rate_limit;
 pub mod registry;
+pub mod retention;
 pub mod runtime;
 pub mod secrets;
 pub mod server;

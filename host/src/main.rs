@@ -200,6 +200,50 @@ struct ServeArgs {
     rate_burst: Option<u32>,
     #[command(flatten)]
     http: HttpArgs,
+    #[command(flatten)]
+    retention: RetentionArgs,
+}
+
+/// How long finished jobs are kept; by default, for ever.
+#[derive(Args)]
+struct RetentionArgs {
+    /// Delete completed and cancelled jobs this long after they finished (e.g. 7d, 12h).
+    #[arg(long, value_name = "AGE", env = "JOBHOST_RETAIN_COMPLETED")]
+    retain_completed: Option<String>,
+    /// Delete failed jobs (incidents) this long after they failed.
+    #[arg(long, value_name = "AGE", env = "JOBHOST_RETAIN_FAILED")]
+    retain_failed: Option<String>,
+    /// The age of completed and cancelled jobs of one type, instead of --retain-completed
+    /// (TYPE=AGE, e.g. reports=30d; repeatable).
+    #[arg(long = "retain-type", value_name = "TYPE=AGE")]
+    retain_type: Vec<String>,
+    /// Keep at most this many completed and cancelled jobs per tenant, deleting the oldest
+    /// finished first.
+    #[arg(long, value_name = "COUNT")]
+    retain_max_per_tenant: Option<u64>,
+}
+
+impl RetentionArgs {
+    fn policy(&self) -> anyhow::Result<jobhost::retention::RetentionPolicy> {
+        use jobhost::retention::parse_age;
+        let age = |flag: &str, text: &Option<String>| {
+            text.as_deref()
+                .map(|text| parse_age(text).map_err(|e| anyhow::anyhow!("--{flag}: {e}")))
+                .transpose()
+        };
+        let mut policy = jobhost::retention::RetentionPolicy {
+            completed_ms: age("retain-completed", &self.retain_completed)?,
+            failed_ms: age("retain-failed", &self.retain_failed)?,
+            max_finished_per_tenant: self.retain_max_per_tenant,
+            ..Default::default()
+        };
+        for text in &self.retain_type {
+            policy
+                .add_type_age(text)
+                .map_err(|e| anyhow::anyhow!("--retain-type: {e}"))?;
+        }
+        Ok(policy)
+    }
 }
 
 /// What handlers' outbound HTTP may reach and use, whatever their grants say.
@@ -772,6 +816,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     config.shutdown_grace = std::time::Duration::from_millis(args.shutdown_grace_ms);
     config.http = args.http.settings()?;
+    config.retention = args.retention.policy()?;
     if config.admin_key.as_deref().is_none_or(str::is_empty) {
         tracing::warn!("JOBHOST_ADMIN_KEY is not set: only keys created earlier can call");
     }

@@ -40,6 +40,8 @@ pub enum Transition {
     Completed,
     Failed,
     TimedOut,
+    /// Deleted by retention.
+    Deleted,
 }
 
 /// The metrics that are counted as things happen.
@@ -50,6 +52,7 @@ pub struct Metrics {
     completed: Family<JobLabels, Counter>,
     failed: Family<JobLabels, Counter>,
     timed_out: Family<JobLabels, Counter>,
+    deleted: Family<JobLabels, Counter>,
     /// From a job becoming activatable to its lease.
     activation_latency: Histogram,
     attempt_duration: Family<JobLabels, Histogram>,
@@ -64,6 +67,7 @@ impl Default for Metrics {
             completed: Family::default(),
             failed: Family::default(),
             timed_out: Family::default(),
+            deleted: Family::default(),
             // 100 µs to about 30 min.
             activation_latency: Histogram::new(exponential_buckets(0.000_1, 2.0, 25)),
             attempt_duration: Family::new_with_constructor(|| {
@@ -85,6 +89,7 @@ impl Metrics {
                 Transition::Completed => &self.completed,
                 Transition::Failed => &self.failed,
                 Transition::TimedOut => &self.timed_out,
+                Transition::Deleted => &self.deleted,
             };
             let labels = JobLabels {
                 job_type: job_type.as_ref().to_string(),
@@ -252,6 +257,11 @@ impl MetricsRegistry {
             "timed_out",
             "Leases that expired before the worker answered",
             metrics.timed_out.clone(),
+        );
+        jobs.register(
+            "deleted",
+            "Finished jobs deleted by retention",
+            metrics.deleted.clone(),
         );
         registry.register_with_unit(
             "jobhost_activation_latency",

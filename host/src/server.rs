@@ -25,6 +25,7 @@ use crate::metrics::{Gauges, Metrics, MetricsRegistry};
 use crate::quota::Quotas;
 use crate::rate_limit::RateLimit;
 use crate::registry::{Deployment, HandlerMaxima, HandlerRegistry};
+use crate::retention::RetentionPolicy;
 use crate::runtime::{Runtime, RuntimeConfig, RuntimeError};
 use crate::secrets::{SecretBox, SecretKeyError};
 use crate::service::{DEFAULT_TENANT, JobService, ServiceError, ServiceParts};
@@ -34,6 +35,9 @@ use crate::tasks::executor::{Executor, ExecutorConfig, RunningAttempts};
 use crate::tasks::lanes::Lanes;
 use crate::tasks::scheduler::{SchedulerStats, TriggerScheduler};
 use crate::tls::{ServerTls, TlsError, TlsFiles};
+
+/// How often retention looks for finished jobs to delete.
+const RETENTION_ROUND: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -62,6 +66,8 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     /// What handlers' outbound HTTP may reach and use.
     pub http: HttpSettings,
+    /// How long finished jobs are kept.
+    pub retention: RetentionPolicy,
 }
 
 impl Config {
@@ -82,6 +88,7 @@ impl Config {
             clock: Arc::new(SystemClock),
             tls: None,
             http: HttpSettings::default(),
+            retention: RetentionPolicy::default(),
         }
     }
 }
@@ -122,6 +129,7 @@ pub struct RunningServer {
     http: JoinHandle<Result<(), ServerError>>,
     executor: JoinHandle<()>,
     scheduler: JoinHandle<()>,
+    retention: JoinHandle<()>,
     store: Arc<dyn JobStore>,
     scheduler_stats: Arc<SchedulerStats>,
 }
@@ -142,6 +150,7 @@ impl RunningServer {
         // Running Wasm attempts finish (or are handed back) before the store closes.
         let _ = self.executor.await;
         let _ = self.scheduler.await;
+        let _ = self.retention.await;
         self.store.close().await?;
         grpc.and(http)
     }
@@ -206,6 +215,12 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         scheduler_stats.clone(),
     )?;
     let scheduler = tokio::spawn(scheduler.run(stopping.clone()));
+    let retention = tokio::spawn(crate::tasks::retention::run(
+        store.clone(),
+        config.retention.clone(),
+        RETENTION_ROUND,
+        stopping.clone(),
+    ));
     let service = Arc::new(JobService::new(
         store.clone(),
         ServiceParts {
@@ -289,6 +304,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         http,
         executor,
         scheduler,
+        retention,
         store,
         scheduler_stats,
     })

@@ -27,6 +27,7 @@ mod polyglot;
 mod python_client;
 mod quotas;
 mod rest_api;
+mod retention;
 mod secrets;
 mod service_endpoints;
 mod tls;

@@ -14,6 +14,7 @@ use crate::job::AttemptLog;
 use crate::job::state::{Event, Refusal};
 use crate::job::{JobPayload, JobState, NewJob, TenantScope};
 use crate::kv::{KvError, KvKey, KvLimits, KvOp, KvOutcome, KvUsage};
+use crate::retention::RetentionPolicy;
 use crate::store::{
     Activation, ApiKeyRecord, ApplyError, DueFire, Extras, JobStore, ListQuery, SecretRecord,
     Snapshot, StoredRecord, TriggerError,
@@ -62,6 +63,11 @@ macro_rules! suite {
             a_removed_trigger_no_longer_fires,
             triggers_and_their_cursors_survive_a_reopen,
             a_snapshot_shows_no_write_made_after_it_started,
+            an_expired_job_is_deleted_with_everything_stored_for_it,
+            a_deleted_job_frees_its_idempotency_key,
+            a_deletion_survives_a_reopen,
+            a_job_that_changed_since_it_was_found_expired_is_not_deleted,
+            an_open_job_is_never_deleted,
         );
     };
     (@tests $open:expr; $($name:ident,)*) => {
@@ -1086,4 +1092,119 @@ pub async fn a_snapshot_shows_no_write_made_after_it_started(open: Open, dir: &P
     during.sort();
     assert_eq!(during, before);
     assert_ne!(read_all(store.snapshot().unwrap()), before);
+}
+
+/// A job of `job_type` completed by its worker now, with one attempt logged.
+async fn completed_job(store: &Arc<dyn JobStore>, job: NewJob) -> u64 {
+    let job_type = job.job_type.clone();
+    let id = create(store, job).await;
+    store.activate(activation(&job_type, 1)).await.unwrap();
+    let extras = Extras {
+        follow_ups: Vec::new(),
+        attempt: Some(attempt_log(1)),
+    };
+    let complete = Event::Complete {
+        lease: Some(1),
+        result: "{}".into(),
+    };
+    store
+        .apply_with(id, TenantScope::All, complete, extras)
+        .await
+        .unwrap();
+    id
+}
+
+/// Every finished job, as retention finds it well after it finished.
+fn everything_expired(store: &Arc<dyn JobStore>) -> Vec<(u64, i64)> {
+    let policy = RetentionPolicy {
+        completed_ms: Some(1),
+        failed_ms: Some(1),
+        ..RetentionPolicy::default()
+    };
+    let later = crate::job::now_ms() + 60_000;
+    store.expired(&policy, later, 100).unwrap()
+}
+
+pub async fn an_expired_job_is_deleted_with_everything_stored_for_it(open: Open, dir: &Path) {
+    let store = open(dir);
+    let mut job = new_job("t", "acme");
+    job.payload.process.process_instance_key = "instance-1".into();
+    let id = completed_job(&store, job).await;
+    let expired = everything_expired(&store);
+    assert_eq!(expired.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [id]);
+    assert_eq!(store.purge(expired).await.unwrap(), 1);
+    assert!(store.get(id).unwrap().is_none());
+    assert!(store.attempts(id).unwrap().is_empty());
+    let everything = ListQuery::all(TenantScope::All, 10);
+    assert_eq!(store.list(&everything).unwrap().total, 0);
+    let by_instance = ListQuery {
+        process_instance_key: Some("instance-1".into()),
+        ..ListQuery::all(TenantScope::All, 10)
+    };
+    assert_eq!(store.list(&by_instance).unwrap().total, 0);
+    assert!(everything_expired(&store).is_empty());
+    let stats = store
+        .stats(&TenantScope::All, None, crate::job::now_ms())
+        .unwrap();
+    assert_eq!(stats.by_state.total(), 0);
+}
+
+pub async fn a_deleted_job_frees_its_idempotency_key(open: Open, dir: &Path) {
+    let store = open(dir);
+    let first = completed_job(&store, keyed_job("t", "acme", "order-1")).await;
+    store.purge(everything_expired(&store)).await.unwrap();
+    let again = create(&store, keyed_job("t", "acme", "order-1")).await;
+    assert_ne!(
+        again, first,
+        "the key names a new job once the first is gone"
+    );
+}
+
+pub async fn a_deletion_survives_a_reopen(open: Open, dir: &Path) {
+    let (deleted, kept) = {
+        let store = open(dir);
+        let deleted = completed_job(&store, new_job("t", "acme")).await;
+        store.purge(everything_expired(&store)).await.unwrap();
+        let kept = completed_job(&store, new_job("t", "acme")).await;
+        store.close().await.unwrap();
+        (deleted, kept)
+    };
+    let store = open(dir);
+    assert!(store.get(deleted).unwrap().is_none());
+    assert!(store.get(kept).unwrap().is_some());
+    let everything = ListQuery::all(TenantScope::All, 10);
+    assert_eq!(store.list(&everything).unwrap().total, 1);
+}
+
+pub async fn a_job_that_changed_since_it_was_found_expired_is_not_deleted(open: Open, dir: &Path) {
+    let store = open(dir);
+    let mut job = new_job("t", "acme");
+    job.retries = 1;
+    let id = create(&store, job).await;
+    store.activate(activation("t", 1)).await.unwrap();
+    let fail = Event::Fail {
+        lease: Some(1),
+        retries: 0,
+        backoff_ms: 0,
+        error: "boom".into(),
+    };
+    store.apply(id, TenantScope::All, fail).await.unwrap();
+    let expired = everything_expired(&store);
+    assert_eq!(expired.len(), 1, "the incident is found expired");
+    // The incident is resolved before retention comes to it.
+    store
+        .apply(id, TenantScope::All, Event::UpdateRetries { retries: 1 })
+        .await
+        .unwrap();
+    assert_eq!(store.purge(expired).await.unwrap(), 0);
+    assert_eq!(state_of(&store, id).await, JobState::Activatable);
+}
+
+pub async fn an_open_job_is_never_deleted(open: Open, dir: &Path) {
+    let store = open(dir);
+    let id = create(&store, new_job("t", "acme")).await;
+    assert!(everything_expired(&store).is_empty());
+    // Even when asked to by name.
+    assert_eq!(store.purge(vec![(id, 0)]).await.unwrap(), 0);
+    assert_eq!(state_of(&store, id).await, JobState::Activatable);
 }

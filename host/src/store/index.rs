@@ -8,16 +8,21 @@
 //! their own maps. Completions and incidents are also counted per tenant and minute for the
 //! last hour, with a histogram of durations.
 //!
+//! Finished jobs are also ordered by when they finished, per tenant, type and state, so that
+//! retention finds the ones its policy lets go without looking at any other; a group that
+//! loses its last job is removed.
+//!
 //! The store's writer applies each group commit's changes here before it answers anyone, so a
 //! listing sees every acknowledged change. The indexes cost no writes: they are rebuilt from the
 //! job records at start-up. Memory is about 100 bytes per job.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::ops::Bound;
 use std::sync::Arc;
 
 use crate::job::{EpochMs, JobId, JobRecord, JobState, TenantScope};
+use crate::retention::RetentionPolicy;
 
 use super::{ListQuery, SortBy};
 
@@ -179,6 +184,22 @@ pub struct JobIndex {
     by_process_instance: HashMap<String, BTreeSet<JobId>>,
     by_element: HashMap<String, BTreeSet<JobId>>,
     minutes: HashMap<Arc<str>, VecDeque<MinuteCounts>>,
+    /// Finished jobs by tenant, type and state, oldest finished first.
+    finished: HashMap<FinishedKey, FinishedSet>,
+    /// Slots of `groups` whose group was removed, for the next new group.
+    free_groups: Vec<u32>,
+}
+
+/// Tenant, type and (finished) state of a set of finished jobs.
+type FinishedKey = (Arc<str>, Arc<str>, JobState);
+/// (finished_at, id) of finished jobs, oldest first.
+type FinishedSet = BTreeSet<(EpochMs, JobId)>;
+
+fn is_finished(state: JobState) -> bool {
+    matches!(
+        state,
+        JobState::Completed | JobState::Failed | JobState::Cancelled
+    )
 }
 
 fn state_slot(state: JobState) -> usize {
@@ -276,13 +297,7 @@ impl JobIndex {
         };
         let previous = self.entries.insert(job.id, entry);
         if let Some(old) = previous {
-            let old_group = &mut self.groups[old.group as usize];
-            let removed = old_group.jobs.remove(&(old.created_at, job.id));
-            if old_group.key.state == JobState::Completed
-                && let Some(times) = removed
-            {
-                old_group.duration_sum_ms -= times.finished_at - old.created_at;
-            }
+            self.leave_group(old, job.id);
         }
         let new_group = &mut self.groups[group as usize];
         let times = Times {
@@ -293,6 +308,17 @@ impl JobIndex {
         new_group.jobs.insert((job.created_at, job.id), times);
         if job.state == JobState::Completed {
             new_group.duration_sum_ms += job.finished_at - job.created_at;
+        }
+        if is_finished(job.state) {
+            self.finished
+                .entry((tenant.clone(), job_type.clone(), job.state))
+                .or_default()
+                .insert((job.finished_at, job.id));
+        }
+        if let Some(old) = previous
+            && old.group != group
+        {
+            self.free_if_empty(old.group);
         }
         let before = known.map(|key| key.state);
         let finished_now = matches!(job.state, JobState::Completed | JobState::Failed)
@@ -305,6 +331,139 @@ impl JobIndex {
             tenant,
             job_type,
         })
+    }
+
+    /// Takes a job out of the group it was in (and out of the finished order), leaving the
+    /// group in place even if empty.
+    fn leave_group(&mut self, entry: Entry, id: JobId) {
+        let group = &mut self.groups[entry.group as usize];
+        let Some(times) = group.jobs.remove(&(entry.created_at, id)) else {
+            return;
+        };
+        if group.key.state == JobState::Completed {
+            group.duration_sum_ms -= times.finished_at - entry.created_at;
+        }
+        if is_finished(group.key.state) {
+            let key = (
+                group.key.tenant.clone(),
+                group.key.job_type.clone(),
+                group.key.state,
+            );
+            if let Some(set) = self.finished.get_mut(&key) {
+                set.remove(&(times.finished_at, id));
+                if set.is_empty() {
+                    self.finished.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// Removes a group that holds no job, so that listings and statistics never walk it.
+    fn free_if_empty(&mut self, group: u32) {
+        let slot = &mut self.groups[group as usize];
+        if !slot.jobs.is_empty() || self.group_of.get(&slot.key) != Some(&group) {
+            return;
+        }
+        self.group_of.remove(&slot.key);
+        slot.duration_sum_ms = 0;
+        self.free_groups.push(group);
+    }
+
+    /// Forgets a deleted job; `process` names the workflow instance and element it was
+    /// recorded under, if any. Answers the job's tenant, type and state, if it was known.
+    pub fn remove(
+        &mut self,
+        id: JobId,
+        process: Option<(&str, &str)>,
+    ) -> Option<(Arc<str>, Arc<str>, JobState)> {
+        if let Some((instance, element)) = process {
+            for (map, name) in [
+                (&mut self.by_process_instance, instance),
+                (&mut self.by_element, element),
+            ] {
+                if let Some(ids) = map.get_mut(name) {
+                    ids.remove(&id);
+                    if ids.is_empty() {
+                        map.remove(name);
+                    }
+                }
+            }
+        }
+        let entry = self.entries.remove(&id)?;
+        let key = self.groups[entry.group as usize].key.clone();
+        self.leave_group(entry, id);
+        self.free_if_empty(entry.group);
+        Some((key.tenant, key.job_type, key.state))
+    }
+
+    /// Up to `limit` finished jobs that `policy` lets go as of `now`, with the finish time
+    /// each was seen with: those past their age, then, per tenant, the oldest completed and
+    /// cancelled ones beyond the count.
+    pub fn expired(
+        &self,
+        policy: &RetentionPolicy,
+        now: EpochMs,
+        limit: usize,
+    ) -> Vec<(JobId, EpochMs)> {
+        let mut chosen = Vec::new();
+        let mut taken = HashSet::new();
+        // Jobs the count covers that are chosen already, per tenant.
+        let mut counted_taken: HashMap<&Arc<str>, u64> = HashMap::new();
+        for ((tenant, job_type, state), set) in &self.finished {
+            let Some(age) = policy.max_age_ms(job_type, *state) else {
+                continue;
+            };
+            let cutoff = now.saturating_sub(age);
+            for &(finished_at, id) in set.iter().take_while(|(at, _)| *at <= cutoff) {
+                if chosen.len() >= limit {
+                    return chosen;
+                }
+                chosen.push((id, finished_at));
+                taken.insert(id);
+                if RetentionPolicy::counts(*state) {
+                    *counted_taken.entry(tenant).or_default() += 1;
+                }
+            }
+        }
+        let Some(max) = policy.max_finished_per_tenant else {
+            return chosen;
+        };
+        let mut counted: HashMap<&Arc<str>, Vec<&FinishedSet>> = HashMap::new();
+        for ((tenant, _, state), set) in &self.finished {
+            if RetentionPolicy::counts(*state) {
+                counted.entry(tenant).or_default().push(set);
+            }
+        }
+        for (tenant, sets) in counted {
+            let total: u64 = sets.iter().map(|set| set.len() as u64).sum();
+            let kept = total - counted_taken.get(tenant).copied().unwrap_or(0);
+            let mut excess = kept.saturating_sub(max);
+            // The tenant's oldest finished first, across its types and states.
+            let mut heads: BinaryHeap<Reverse<((EpochMs, JobId), usize)>> = BinaryHeap::new();
+            let mut cursors: Vec<_> = sets.iter().map(|set| set.iter()).collect();
+            for (n, cursor) in cursors.iter_mut().enumerate() {
+                if let Some(first) = cursor.next() {
+                    heads.push(Reverse((*first, n)));
+                }
+            }
+            while excess > 0 {
+                let Some(Reverse(((finished_at, id), n))) = heads.pop() else {
+                    break;
+                };
+                if let Some(next) = cursors[n].next() {
+                    heads.push(Reverse((*next, n)));
+                }
+                if taken.contains(&id) {
+                    continue;
+                }
+                if chosen.len() >= limit {
+                    return chosen;
+                }
+                chosen.push((id, finished_at));
+                excess -= 1;
+            }
+        }
+        chosen
     }
 
     /// Records that a job belongs to a workflow instance and element (fixed at creation).
@@ -336,12 +495,21 @@ impl JobIndex {
         if let Some(group) = self.group_of.get(&key) {
             return *group;
         }
-        let id = self.groups.len() as u32;
-        self.groups.push(Group {
+        let group = Group {
             key: key.clone(),
             jobs: BTreeMap::new(),
             duration_sum_ms: 0,
-        });
+        };
+        let id = match self.free_groups.pop() {
+            Some(free) => {
+                self.groups[free as usize] = group;
+                free
+            }
+            None => {
+                self.groups.push(group);
+                (self.groups.len() - 1) as u32
+            }
+        };
         self.group_of.insert(key, id);
         id
     }
@@ -832,5 +1000,156 @@ mod tests {
         let stats = index.stats(&TenantScope::only(["a"]), None, 10);
         assert_eq!(stats.by_state.total(), 1);
         assert!(stats.by_tenant.contains_key("a") && !stats.by_tenant.contains_key("b"));
+    }
+
+    fn finished(
+        id: JobId,
+        tenant: &str,
+        job_type: &str,
+        state: JobState,
+        at: EpochMs,
+    ) -> IndexedJob {
+        let mut job = job(id, tenant, job_type, state, at - 10);
+        job.finished_at = at;
+        job
+    }
+
+    fn ids(expired: Vec<(JobId, EpochMs)>) -> Vec<JobId> {
+        let mut ids: Vec<JobId> = expired.into_iter().map(|(id, _)| id).collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    #[test]
+    fn retention_lets_go_the_finished_jobs_past_their_age_and_no_open_job() {
+        let mut index = JobIndex::default();
+        index.put(&finished(1, "a", "t", JobState::Completed, 1_000));
+        index.put(&finished(2, "a", "t", JobState::Cancelled, 2_000));
+        index.put(&finished(3, "a", "t", JobState::Completed, 9_000));
+        index.put(&job(4, "a", "t", JobState::Activatable, 500));
+        let policy = RetentionPolicy {
+            completed_ms: Some(5_000),
+            ..RetentionPolicy::default()
+        };
+        assert_eq!(ids(index.expired(&policy, 10_000, 100)), vec![1, 2]);
+    }
+
+    #[test]
+    fn retention_keeps_incidents_for_their_own_grace() {
+        let mut index = JobIndex::default();
+        index.put(&finished(1, "a", "t", JobState::Failed, 1_000));
+        let mut policy = RetentionPolicy {
+            completed_ms: Some(1),
+            ..RetentionPolicy::default()
+        };
+        assert!(index.expired(&policy, 10_000, 100).is_empty());
+        policy.failed_ms = Some(5_000);
+        assert_eq!(ids(index.expired(&policy, 10_000, 100)), vec![1]);
+    }
+
+    #[test]
+    fn retention_applies_a_type_age_to_its_type_only() {
+        let mut index = JobIndex::default();
+        index.put(&finished(1, "a", "short", JobState::Completed, 8_000));
+        index.put(&finished(2, "a", "long", JobState::Completed, 8_000));
+        let mut policy = RetentionPolicy {
+            completed_ms: Some(60_000),
+            ..RetentionPolicy::default()
+        };
+        policy.add_type_age("short=1s").unwrap();
+        assert_eq!(ids(index.expired(&policy, 10_000, 100)), vec![1]);
+    }
+
+    #[test]
+    fn retention_keeps_the_newest_finished_jobs_of_each_tenant_up_to_the_count() {
+        let mut index = JobIndex::default();
+        for id in 1..=5 {
+            index.put(&finished(
+                id,
+                "a",
+                "t",
+                JobState::Completed,
+                id as i64 * 100,
+            ));
+        }
+        index.put(&finished(6, "a", "u", JobState::Cancelled, 50));
+        index.put(&finished(7, "a", "u", JobState::Failed, 10));
+        index.put(&finished(8, "b", "t", JobState::Completed, 10));
+        let policy = RetentionPolicy {
+            max_finished_per_tenant: Some(3),
+            ..RetentionPolicy::default()
+        };
+        // Tenant a holds six completed or cancelled jobs: the three oldest go; its incident
+        // and tenant b's only job stay.
+        assert_eq!(ids(index.expired(&policy, 1_000, 100)), vec![1, 2, 6]);
+    }
+
+    #[test]
+    fn retention_answers_at_most_the_limit() {
+        let mut index = JobIndex::default();
+        for id in 1..=10 {
+            index.put(&finished(id, "a", "t", JobState::Completed, 100));
+        }
+        let policy = RetentionPolicy {
+            completed_ms: Some(1),
+            ..RetentionPolicy::default()
+        };
+        assert_eq!(index.expired(&policy, 1_000, 4).len(), 4);
+    }
+
+    #[test]
+    fn a_job_resolved_from_an_incident_is_no_longer_expired() {
+        let mut index = JobIndex::default();
+        index.put(&finished(1, "a", "t", JobState::Failed, 100));
+        index.put(&job(1, "a", "t", JobState::Activatable, 90));
+        let policy = RetentionPolicy {
+            failed_ms: Some(1),
+            ..RetentionPolicy::default()
+        };
+        assert!(index.expired(&policy, 1_000, 10).is_empty());
+    }
+
+    #[test]
+    fn a_removed_job_leaves_listings_statistics_and_its_process() {
+        let mut index = JobIndex::default();
+        index.put(&finished(1, "a", "t", JobState::Completed, 100));
+        index.put_process(1, "instance-1", "element-1");
+        index.put(&finished(2, "a", "t", JobState::Completed, 200));
+        let removed = index.remove(1, Some(("instance-1", "element-1")));
+        assert_eq!(
+            removed.map(|(_, _, state)| state),
+            Some(JobState::Completed)
+        );
+        assert_eq!(index.list(&query()).ids, vec![2]);
+        assert_eq!(index.list(&query()).counts.total(), 1);
+        let mut by_instance = query();
+        by_instance.process_instance_key = Some("instance-1".into());
+        assert!(index.list(&by_instance).ids.is_empty());
+        assert_eq!(
+            index.stats(&TenantScope::All, None, 1_000).by_state.total(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_group_that_loses_its_last_job_is_removed_and_its_slot_reused() {
+        let mut index = JobIndex::default();
+        index.put(&finished(1, "a", "t", JobState::Completed, 100));
+        index.remove(1, None);
+        assert!(index.group_of.is_empty());
+        assert!(index.tenants().is_empty());
+        index.put(&job(2, "b", "u", JobState::Activatable, 100));
+        assert_eq!(index.groups.len(), 1, "the free slot is reused");
+        assert_eq!(index.list(&query()).ids, vec![2]);
+    }
+
+    #[test]
+    fn a_group_left_empty_by_a_transition_is_removed() {
+        let mut index = JobIndex::default();
+        index.put(&job(1, "a", "t", JobState::Activatable, 100));
+        index.put(&finished(1, "a", "t", JobState::Completed, 200));
+        assert_eq!(index.group_of.len(), 1);
+        let stats = index.stats(&TenantScope::All, None, 1_000);
+        assert_eq!(stats.by_group.len(), 1);
     }
 }

@@ -12,6 +12,8 @@
 //! - a job outside the caller's [`TenantScope`] is reported as not found;
 //! - a trigger's fire creates its jobs and advances its cursor in one atomic write, and only
 //!   if the cursor is still where the scheduler saw it, so no fire happens twice;
+//! - a finished job is deleted only by retention, with everything stored for it, and only if
+//!   it is still finished as it was found;
 //! - a snapshot holds every record as of one moment between two atomic writes, however long
 //!   it takes to read and whatever is written meanwhile.
 //!
@@ -27,6 +29,7 @@ mod sled_store;
 pub use sled_store::{SledLoader, SledStore};
 
 use crate::kv::{KvBucket, KvError, KvKey, KvKeys, KvLimits, KvOp, KvOutcome};
+use crate::retention::RetentionPolicy;
 
 use async_trait::async_trait;
 
@@ -219,6 +222,20 @@ pub trait JobStore: Send + Sync + 'static {
         event: Event,
         extras: Extras,
     ) -> Result<JobRecord, ApplyError>;
+
+    /// Up to `limit` finished jobs that `policy` lets go as of `now` (see
+    /// [`crate::retention`]), each with the finish time it was found with, from indexes.
+    fn expired(
+        &self,
+        policy: &RetentionPolicy,
+        now: EpochMs,
+        limit: usize,
+    ) -> Result<Vec<(JobId, EpochMs)>, StoreError>;
+
+    /// Deletes finished jobs with everything stored for them (payload, attempt logs, the
+    /// idempotency key they hold), each only if it is still finished at the time given, in
+    /// one atomic write; answers how many were deleted.
+    async fn purge(&self, jobs: Vec<(JobId, EpochMs)>) -> Result<usize, StoreError>;
 
     /// The Wasm attempts logged for a job, oldest first.
     fn attempts(&self, id: JobId) -> Result<Vec<AttemptLog>, StoreError>;

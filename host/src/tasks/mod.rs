@@ -3,11 +3,13 @@
 //! on by the store itself (see [`crate::store`]); what runs here is:
 //! - [`executor`]: runs the jobs of every type that has a Wasm handler, its attempts on the
 //!   [`lanes`];
-//! - [`scheduler`]: fires triggers when they are due.
+//! - [`scheduler`]: fires triggers when they are due;
+//! - [`retention`]: deletes finished jobs past the retention policy.
 //!
 //! [`capabilities`] turns a handler's grants into what each of its attempts may reach.
 
 pub mod capabilities;
 pub mod executor;
 pub mod lanes;
+pub mod retention;
 pub mod scheduler;

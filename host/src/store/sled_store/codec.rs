@@ -12,6 +12,7 @@
 //! - `m` + name: store metadata (the job-id reservation, the next trigger id);
 //! - `u` + tenant + NUL + type + NUL + idempotency key: the id (u64 big-endian) of the job
 //!   created with that key, written with the job;
+//! - `v` + id: the `u` key a job was created under, so that deleting the job frees the key;
 //! - `k` + tenant + NUL + bucket + NUL + key: a key-value entry, its value stored as given
 //!   (tenant and bucket names hold no NUL, so the layout is unambiguous).
 //!
@@ -31,6 +32,7 @@ pub const TRIGGER_PREFIX: u8 = b't';
 pub const PROCESS_PREFIX: u8 = b'i';
 pub const KV_PREFIX: u8 = b'k';
 pub const IDEMPOTENCY_PREFIX: u8 = b'u';
+pub const IDEMPOTENCY_OF_PREFIX: u8 = b'v';
 pub const ID_RESERVATION_KEY: &[u8] = b"mnext-id";
 pub const NEXT_TRIGGER_ID_KEY: &[u8] = b"mnext-trigger-id";
 const FORMAT_VERSION: u8 = 1;
@@ -73,6 +75,11 @@ pub fn idempotency_key(tenant: &str, job_type: &str, key: &str) -> Vec<u8> {
     stored.push(0);
     stored.extend_from_slice(key.as_bytes());
     stored
+}
+
+/// The key under which the idempotency key a job was created with is found.
+pub fn idempotency_of_key(id: JobId) -> [u8; 9] {
+    prefixed(IDEMPOTENCY_OF_PREFIX, id)
 }
 
 /// The prefix of every entry of a tenant.

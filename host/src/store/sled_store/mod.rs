@@ -31,6 +31,7 @@ use crate::job::state::Event;
 use crate::job::{AttemptLog, EpochMs, Job, JobId, JobPayload, JobRecord, NewJob, TenantScope};
 use crate::kv::{KvBucket, KvError, KvKey, KvKeys, KvLimits, KvOp, KvOutcome, KvUsage};
 use crate::metrics::Metrics;
+use crate::retention::RetentionPolicy;
 use crate::trigger::{TriggerId, TriggerRecord};
 
 /// Audit entries one page reads at most before answering with what it found so far.
@@ -370,6 +371,21 @@ impl JobStore for SledStore {
             extras,
             reply,
         })?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    fn expired(
+        &self,
+        policy: &RetentionPolicy,
+        now: EpochMs,
+        limit: usize,
+    ) -> Result<Vec<(JobId, EpochMs)>, StoreError> {
+        Ok(self.read_index()?.expired(policy, now, limit))
+    }
+
+    async fn purge(&self, jobs: Vec<(JobId, EpochMs)>) -> Result<usize, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Purge { jobs, reply })?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
 

@@ -22,8 +22,9 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use super::codec::{
-    self, ID_RESERVATION_KEY, KV_PREFIX, NEXT_TRIGGER_ID_KEY, PROCESS_PREFIX, RECORD_PREFIX,
-    TRIGGER_PREFIX, attempt_key, payload_key, record_key, trigger_key,
+    self, ATTEMPT_PREFIX, ID_RESERVATION_KEY, KV_PREFIX, NEXT_TRIGGER_ID_KEY, PROCESS_PREFIX,
+    RECORD_PREFIX, TRIGGER_PREFIX, attempt_key, idempotency_of_key, payload_key, record_key,
+    trigger_key,
 };
 use super::snapshot::{BatchKeys, Snapshots};
 use crate::job::state::{self, Event};
@@ -90,6 +91,11 @@ pub(super) enum Command {
         limits: KvLimits,
         reply: KvReply,
     },
+    Purge {
+        /// Jobs with the finish time they were found expired with.
+        jobs: Vec<(JobId, EpochMs)>,
+        reply: Reply<usize>,
+    },
     Close {
         reply: Reply<()>,
     },
@@ -109,6 +115,7 @@ enum Answer {
     Trigger(TriggerReply, Result<TriggerRecord, TriggerError>),
     Fired(Reply<Fired>, Fired),
     Kv(KvReply, Result<KvOutcome, KvError>),
+    Purged(Reply<usize>, usize),
 }
 
 impl Answer {
@@ -138,6 +145,9 @@ impl Answer {
             Answer::Kv(reply, result) => {
                 let _ = reply.send(result);
             }
+            Answer::Purged(reply, count) => {
+                let _ = reply.send(Ok(count));
+            }
         }
         Vec::new()
     }
@@ -151,6 +161,7 @@ impl Answer {
             Answer::Trigger(reply, _) => drop(reply.send(Err(error.into()))),
             Answer::Fired(reply, _) => drop(reply.send(Err(error))),
             Answer::Kv(reply, _) => drop(reply.send(Err(error.into()))),
+            Answer::Purged(reply, _) => drop(reply.send(Err(error))),
         }
     }
 }
@@ -210,6 +221,9 @@ pub(super) struct Writer {
     kv_in_group: HashMap<Vec<u8>, Option<Vec<u8>>>,
     /// Idempotency keys this group wrote, readable until the batch is applied.
     idempotency_in_group: HashMap<Vec<u8>, JobId>,
+    /// Jobs this group deleted, gone for later commands though still in the tree until the
+    /// batch is applied; with their workflow names, for the index.
+    purged_in_group: HashMap<JobId, Option<(String, String)>>,
 }
 
 impl Writer {
@@ -259,6 +273,7 @@ impl Writer {
             index_changes: Vec::new(),
             process_changes: Vec::new(),
             metrics,
+            purged_in_group: HashMap::new(),
             ready_since: HashMap::new(),
             timed_out: HashSet::new(),
             newly_ready: Vec::new(),
@@ -370,6 +385,7 @@ impl Writer {
                 | Command::DeleteTrigger { reply, .. } => drop(reply.send(Err(error.into()))),
                 Command::FireTriggers { reply, .. } => drop(reply.send(Err(error))),
                 Command::KvWrite { reply, .. } => drop(reply.send(Err(error.into()))),
+                Command::Purge { reply, .. } => drop(reply.send(Err(error))),
                 Command::Close { reply } => drop(reply.send(Err(error))),
             }
             return;
@@ -439,6 +455,19 @@ impl Writer {
             } => {
                 let result = self.kv_write(&key, op, &limits);
                 self.answers.push(Answer::Kv(reply, result));
+            }
+            Command::Purge { jobs, reply } => {
+                let mut purged = 0;
+                for (id, finished_at) in jobs {
+                    match self.purge(id, finished_at) {
+                        Ok(true) => purged += 1,
+                        Ok(false) => {}
+                        Err(error) => {
+                            tracing::warn!(job = id, %error, "cannot delete an expired job");
+                        }
+                    }
+                }
+                self.answers.push(Answer::Purged(reply, purged));
             }
             Command::Close { .. } => unreachable!("handled by the loop"),
         }
@@ -670,6 +699,8 @@ impl Writer {
         self.write(&payload_key(id), codec::encode(&job.payload));
         if let Some(stored) = idempotency {
             self.write(&stored, &id.to_be_bytes());
+            // Found again when the job is deleted, so the key is free once the job is gone.
+            self.write(&idempotency_of_key(id), stored.as_slice());
             self.idempotency_in_group.insert(stored, id);
         }
         let process = &job.payload.process;
@@ -705,6 +736,9 @@ impl Writer {
         event: Event,
         now: EpochMs,
     ) -> Result<JobRecord, ApplyError> {
+        if self.purged_in_group.contains_key(&id) {
+            return Err(ApplyError::NotFound(id));
+        }
         let current = match self.open.get(&id).or_else(|| self.closed_in_group.get(&id)) {
             Some(record) => record.clone(),
             None => match self.tree.get(record_key(id)).map_err(codec::io)? {
@@ -750,6 +784,66 @@ impl Writer {
         } else {
             self.closed_in_group.insert(record.id, record);
         }
+    }
+
+    /// Deletes a finished job with everything stored for it, if it is still finished at
+    /// `finished_at`; true if it was deleted.
+    fn purge(&mut self, id: JobId, finished_at: EpochMs) -> Result<bool, StoreError> {
+        if self.open.contains_key(&id) || self.purged_in_group.contains_key(&id) {
+            return Ok(false);
+        }
+        let record: JobRecord = match self.closed_in_group.get(&id) {
+            Some(record) => record.clone(),
+            None => match self.tree.get(record_key(id)).map_err(codec::io)? {
+                Some(bytes) => codec::decode(&bytes)?,
+                None => return Ok(false),
+            },
+        };
+        if record.state.is_open() || record.finished_at != finished_at {
+            return Ok(false);
+        }
+        let process_key = codec::prefixed(PROCESS_PREFIX, id);
+        let process: Option<(String, String)> =
+            match self.tree.get(process_key).map_err(codec::io)? {
+                Some(bytes) => {
+                    self.delete(&process_key);
+                    Some(codec::decode(&bytes)?)
+                }
+                None => None,
+            };
+        let reverse = idempotency_of_key(id);
+        if let Some(stored) = self.tree.get(reverse).map_err(codec::io)? {
+            let still_ours = self
+                .tree
+                .get(&stored)
+                .map_err(codec::io)?
+                .is_some_and(|bytes| bytes.as_ref() == id.to_be_bytes());
+            if still_ours {
+                self.delete(&stored);
+            }
+            self.delete(&reverse);
+        }
+        let attempts: Vec<sled::IVec> = self
+            .tree
+            .scan_prefix(codec::prefixed(ATTEMPT_PREFIX, id))
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(codec::io)?;
+        for attempt in attempts {
+            self.delete(&attempt);
+        }
+        self.delete(&payload_key(id));
+        self.delete(&record_key(id));
+        self.closed_in_group.remove(&id);
+        self.purged_in_group.insert(id, process);
+        Ok(true)
+    }
+
+    /// Adds a deletion to the group's batch.
+    fn delete(&mut self, key: &[u8]) {
+        self.batch_keys.push(key);
+        self.batch.remove(key);
+        self.writes += 1;
     }
 
     /// Adds a write to the group's batch.
@@ -924,6 +1018,7 @@ impl Writer {
         self.closed_in_group.clear();
         self.kv_in_group.clear();
         self.idempotency_in_group.clear();
+        let purged = std::mem::take(&mut self.purged_in_group);
         let changes = std::mem::take(&mut self.index_changes);
         let processes = std::mem::take(&mut self.process_changes);
         let timed_out = std::mem::take(&mut self.timed_out);
@@ -942,6 +1037,16 @@ impl Writer {
                     if let Some(transition) = transition(placed.before, change, &timed_out) {
                         *counts
                             .entry((placed.job_type, placed.tenant, transition))
+                            .or_default() += 1;
+                    }
+                }
+                for (id, process) in purged {
+                    let process = process
+                        .as_ref()
+                        .map(|(instance, element)| (instance.as_str(), element.as_str()));
+                    if let Some((tenant, job_type, _)) = index.remove(id, process) {
+                        *counts
+                            .entry((job_type, tenant, Transition::Deleted))
                             .or_default() += 1;
                     }
                 }
