@@ -389,6 +389,19 @@ struct BenchArgs {
     /// How long each hostile attempt may run (its loops run this long).
     #[arg(long, default_value_t = 200)]
     hostile_timeout_ms: u64,
+    /// Run the server as a child process (`jobhost serve` of this binary), so that it and the
+    /// measuring clients share no runtime; reports its CPU and peak memory per figure.
+    #[arg(long)]
+    server_process: bool,
+    /// Measure a peer system on this machine in the same run, figure by figure beside
+    /// jobhost's: `bullmq` (BullMQ on a local Redis with appendfsync always; installs Redis and
+    /// BullMQ under target/peer when missing).
+    #[arg(long, value_parser = ["bullmq"])]
+    peer: Option<String>,
+    /// Rounds of the comparable figures, alternating which system goes first (default: 3
+    /// with --peer, else 1).
+    #[arg(long)]
+    rounds: Option<usize>,
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -849,6 +862,20 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             backlog: args.hostile_backlog,
             hostile_timeout_ms: args.hostile_timeout_ms.max(1),
         },
+        placement: if args.server_process {
+            let binary = std::env::current_exe().context("locating the jobhost binary")?;
+            jobhost::bench::ServerPlacement::ChildProcess { binary }
+        } else {
+            jobhost::bench::ServerPlacement::InProcess
+        },
+        rounds: args
+            .rounds
+            .unwrap_or(if args.peer.is_some() { 3 } else { 1 })
+            .max(1),
+        // The parser admits no other peer.
+        peer: args.peer.map(|_bullmq| jobhost::bench::Peer::BullMq {
+            install_dir: jobhost::bench::peer::default_dir(),
+        }),
     };
     let report = jobhost::bench::run(options).await?;
     println!("{}", report.table());

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::{BenchError, Client, KEY, quantile};
+use super::{BenchError, Client, KEY, ServerPlacement, quantile};
 use crate::api::grpc::pb;
 use crate::client::RestClient;
 
@@ -63,14 +63,18 @@ pub struct HostileReport {
     pub hostile_attempts_ended_before: u64,
 }
 
-/// Measures on a fresh server of its own.
-pub async fn run(options: &HostileOptions) -> Result<HostileReport, BenchError> {
+/// Measures on a fresh server of its own, placed where `placement` says.
+pub async fn run(
+    options: &HostileOptions,
+    placement: &ServerPlacement,
+) -> Result<HostileReport, BenchError> {
     if options.good_jobs == 0 {
         return Ok(HostileReport::default());
     }
-    let (dir, server, mut client, rest) = super::start_server("jobhost-bench-hostile").await?;
+    let started = super::start_server("jobhost-bench-hostile", placement).await?;
+    let (mut client, rest) = (started.client.clone(), &started.rest);
     let (_, echo) = crate::examples::EXAMPLES[0];
-    deploy(&rest, GOOD_TENANT, "echo", echo, 30_000).await?;
+    deploy(rest, GOOD_TENANT, "echo", echo, 30_000).await?;
     let alone = good_phase(&mut client, options).await?;
     // The backlog is queued before its handlers arrive, so all of it is there at once.
     let weights: usize = HOSTILE.iter().map(|(_, _, share)| share).sum();
@@ -81,7 +85,7 @@ pub async fn run(options: &HostileOptions) -> Result<HostileReport, BenchError> 
     }
     for (job_type, component, _) in HOSTILE {
         deploy(
-            &rest,
+            rest,
             HOSTILE_TENANT,
             job_type,
             component,
@@ -91,11 +95,10 @@ pub async fn run(options: &HostileOptions) -> Result<HostileReport, BenchError> 
     }
     // Let the hostile attempts take every slot they may hold before measuring.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let ended_before = hostile_attempts(&rest).await?;
+    let ended_before = hostile_attempts(rest).await?;
     let beside = good_phase(&mut client, options).await?;
-    let ended = hostile_attempts(&rest).await? - ended_before;
-    server.shutdown().await?;
-    let _ = std::fs::remove_dir_all(&dir);
+    let ended = hostile_attempts(rest).await? - ended_before;
+    started.server.shutdown().await?;
     Ok(HostileReport {
         alone_p50_ms: quantile(&alone, 0.5),
         alone_p99_ms: quantile(&alone, 0.99),
