@@ -8,6 +8,7 @@ pub mod hostile;
 pub mod listing;
 pub mod peer;
 pub mod process;
+pub mod retention;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -43,6 +43,21 @@ enum Command {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// Run a steady load with retention on and sample the jobs stored, disk and memory.
+    BenchRetention {
+        /// How long the load runs, in seconds.
+        #[arg(long, default_value_t = 600)]
+        seconds: u64,
+        /// How long completed jobs are kept (e.g. 30s, 5m).
+        #[arg(long, default_value = "30s")]
+        retain: String,
+        /// Seconds between samples.
+        #[arg(long, default_value_t = 30)]
+        every: u64,
+        /// Also write the results as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Kill a local server at random moments under load, then check what it acknowledged.
     Chaos(ChaosArgs),
     /// Create, read and change jobs on a running server.
@@ -743,6 +758,28 @@ async fn main() -> anyhow::Result<()> {
         Command::Chaos(args) => chaos(args).await,
         Command::BenchListing { jobs, json } => {
             let report = jobhost::bench::listing::run(jobs.max(100)).await?;
+            println!("{}", report.table());
+            if let Some(path) = json {
+                std::fs::write(&path, serde_json::to_string_pretty(&report)?)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            Ok(())
+        }
+        Command::BenchRetention {
+            seconds,
+            retain,
+            every,
+            json,
+        } => {
+            let options = jobhost::bench::retention::RetentionOptions {
+                duration: Duration::from_secs(seconds.max(1)),
+                retain_ms: jobhost::retention::parse_age(&retain)
+                    .map_err(|e| anyhow::anyhow!("--retain: {e}"))?,
+                every: Duration::from_secs(every.max(1)),
+                creators: 16,
+                workers: 4,
+            };
+            let report = jobhost::bench::retention::run(options).await?;
             println!("{}", report.table());
             if let Some(path) = json {
                 std::fs::write(&path, serde_json::to_string_pretty(&report)?)

@@ -80,3 +80,32 @@ fn a_bench_against_a_server_process_reports_its_cpu_per_figure() {
         .fold(0.0, f64::max);
     assert!(busiest > 0.0, "the server process used no CPU: {report}");
 }
+
+#[test]
+fn a_short_retention_run_samples_jobs_stored_disk_and_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("retention.json");
+    run(Command::new(binary())
+        .args([
+            "bench-retention",
+            "--seconds",
+            "3",
+            "--retain",
+            "1s",
+            "--every",
+            "1",
+        ])
+        .arg("--json")
+        .arg(&json));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let samples = report["samples"].as_array().expect("samples");
+    assert!(samples.len() >= 2, "{report}");
+    let last = samples.last().unwrap();
+    for figure in ["completed", "disk_bytes", "rss_bytes"] {
+        assert!(
+            last[figure].as_u64().unwrap_or(0) > 0,
+            "{figure} in {report}"
+        );
+    }
+}

@@ -578,14 +578,20 @@ impl JobIndex {
 
     /// One page of the jobs a query selects, and their counts by state.
     pub fn list(&self, query: &ListQuery) -> IndexPage {
+        self.plan(query).page(query)
+    }
+
+    /// What a listing needs from the index; an order other than creation time is left to cut
+    /// by [`ListPlan::page`], which needs no lock on the index.
+    pub fn plan(&self, query: &ListQuery) -> ListPlan {
         if query.process_instance_key.is_some() || query.element_id.is_some() {
-            return self.list_by_process(query);
+            return ListPlan::Cut(self.list_by_process(query));
         }
         if let (Some(after), Some(before)) = (query.created_after, query.created_before)
             && after + 1 >= before
         {
             // Nothing is created after `after` and before `before`.
-            return IndexPage::default();
+            return ListPlan::Cut(IndexPage::default());
         }
         let range = Self::created_range(query);
         let whole = query.created_after.is_none() && query.created_before.is_none();
@@ -602,11 +608,16 @@ impl JobIndex {
                 counts.completed_duration_sum_ms += duration_sum;
             }
         }
-        let ids = match query.sort_by {
-            SortBy::CreatedAt => Self::merge_page(&groups, range, query),
-            SortBy::ActivatedAt | SortBy::Deadline => self.sorted_page(&groups, range, query),
-        };
-        IndexPage { ids, counts }
+        match query.sort_by {
+            SortBy::CreatedAt => ListPlan::Cut(IndexPage {
+                ids: Self::merge_page(&groups, range, query),
+                counts,
+            }),
+            SortBy::ActivatedAt | SortBy::Deadline => ListPlan::ToCut {
+                keyed: Self::sort_keys(&groups, range, query),
+                counts,
+            },
+        }
     }
 
     /// Cuts a page from the groups in creation order by merging them.
@@ -621,49 +632,79 @@ impl JobIndex {
         }
     }
 
-    /// Cuts a page ordered by activation time or deadline: the matching jobs are selected,
-    /// not sorted whole.
-    fn sorted_page(&self, groups: &[&Group], range: CreatedRange, query: &ListQuery) -> Vec<JobId> {
+    /// The activation times or deadlines of the matching jobs, to cut a page from.
+    fn sort_keys(
+        groups: &[&Group],
+        range: CreatedRange,
+        query: &ListQuery,
+    ) -> Vec<(EpochMs, JobId)> {
         let key_of = |created_at: EpochMs, times: &Times| match query.sort_by {
             SortBy::ActivatedAt => times.activated_at,
             SortBy::Deadline => times.deadline,
             SortBy::CreatedAt => created_at,
         };
-        let mut keyed: Vec<(EpochMs, JobId)> = groups
+        groups
             .iter()
             .flat_map(|group| group.jobs.range(range))
             .map(|((created_at, id), times)| (key_of(*created_at, times), *id))
-            .collect();
-        self.cut(&mut keyed, query)
-    }
-
-    fn cut(&self, keyed: &mut Vec<(EpochMs, JobId)>, query: &ListQuery) -> Vec<JobId> {
-        let wanted = query.offset + query.limit;
-        if query.descending {
-            keyed.iter_mut().for_each(|(key, id)| {
-                *key = -*key;
-                *id = JobId::MAX - *id;
-            });
-        }
-        if keyed.len() > wanted && wanted > 0 {
-            keyed.select_nth_unstable(wanted - 1);
-            keyed.truncate(wanted);
-        }
-        keyed.sort_unstable();
-        keyed
-            .iter()
-            .skip(query.offset)
-            .take(query.limit)
-            .map(|(_, id)| {
-                if query.descending {
-                    JobId::MAX - *id
-                } else {
-                    *id
-                }
-            })
             .collect()
     }
+}
 
+/// A listing as the index planned it.
+#[derive(Debug)]
+pub enum ListPlan {
+    /// The page, cut.
+    Cut(IndexPage),
+    /// Every matching job with its sort key, and the counts: the page is cut from them.
+    ToCut {
+        keyed: Vec<(EpochMs, JobId)>,
+        counts: StateCounts,
+    },
+}
+
+impl ListPlan {
+    /// The page: for [`ListPlan::ToCut`], the matching jobs are selected, not sorted whole.
+    pub fn page(self, query: &ListQuery) -> IndexPage {
+        match self {
+            ListPlan::Cut(page) => page,
+            ListPlan::ToCut { mut keyed, counts } => IndexPage {
+                ids: cut(&mut keyed, query),
+                counts,
+            },
+        }
+    }
+}
+
+/// The page `query` asks for of jobs with their sort keys.
+fn cut(keyed: &mut Vec<(EpochMs, JobId)>, query: &ListQuery) -> Vec<JobId> {
+    let wanted = query.offset + query.limit;
+    if query.descending {
+        keyed.iter_mut().for_each(|(key, id)| {
+            *key = -*key;
+            *id = JobId::MAX - *id;
+        });
+    }
+    if keyed.len() > wanted && wanted > 0 {
+        keyed.select_nth_unstable(wanted - 1);
+        keyed.truncate(wanted);
+    }
+    keyed.sort_unstable();
+    keyed
+        .iter()
+        .skip(query.offset)
+        .take(query.limit)
+        .map(|(_, id)| {
+            if query.descending {
+                JobId::MAX - *id
+            } else {
+                *id
+            }
+        })
+        .collect()
+}
+
+impl JobIndex {
     /// A listing narrowed by workflow instance or element: their jobs are checked one by one.
     fn list_by_process(&self, query: &ListQuery) -> IndexPage {
         let empty = BTreeSet::new();
@@ -710,7 +751,7 @@ impl JobIndex {
             };
             keyed.push((key, id));
         }
-        let ids = self.cut(&mut keyed, query);
+        let ids = cut(&mut keyed, query);
         IndexPage { ids, counts }
     }
 
@@ -1151,5 +1192,25 @@ mod tests {
         assert_eq!(index.group_of.len(), 1);
         let stats = index.stats(&TenantScope::All, None, 1_000);
         assert_eq!(stats.by_group.len(), 1);
+    }
+
+    #[test]
+    fn a_page_by_deadline_is_cut_after_planning_and_a_page_by_creation_at_once() {
+        let mut index = JobIndex::default();
+        for id in 1..=5 {
+            let mut leased = job(id, "a", "t", JobState::Activated, id as i64);
+            leased.deadline = 100 - id as i64;
+            index.put(&leased);
+        }
+        let mut by_deadline = query();
+        by_deadline.sort_by = SortBy::Deadline;
+        by_deadline.descending = false;
+        by_deadline.limit = 2;
+        let plan = index.plan(&by_deadline);
+        assert!(matches!(plan, ListPlan::ToCut { .. }));
+        assert_eq!(plan.page(&by_deadline).ids, vec![5, 4]);
+        let mut by_creation = by_deadline.clone();
+        by_creation.sort_by = SortBy::CreatedAt;
+        assert!(matches!(index.plan(&by_creation), ListPlan::Cut(_)));
     }
 }

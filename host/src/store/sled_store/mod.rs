@@ -20,7 +20,7 @@ use self::codec::{ATTEMPT_PREFIX, TRIGGER_PREFIX, io, payload_key, record_key};
 pub use self::snapshot::SledLoader;
 use self::snapshot::Snapshots;
 use self::writer::{Command, Poison, Writer};
-use super::index::{IndexStats, JobIndex};
+use super::index::{IndexStats, JobIndex, ListPlan};
 use super::{
     Activation, ApiKeyRecord, ApplyError, DueFire, Extras, JobStore, ListPage, ListQuery,
     SecretRecord, Snapshot, StoreError, TriggerError,
@@ -417,12 +417,23 @@ impl JobStore for SledStore {
     }
 
     fn list(&self, query: &ListQuery) -> Result<ListPage, StoreError> {
-        // The records are read under the index lock, so they are the ones the index counted.
+        // The records of a page cut from the index are read under its lock, so they are the
+        // ones the index counted. A page ordered by activation time or deadline is cut after
+        // the lock is released, so the writer never waits for that selection; a job that
+        // left the state asked for meanwhile is left out of the page.
         let index = self.read_index()?;
-        let page = index.list(query);
+        let (page, index) = match index.plan(query) {
+            ListPlan::Cut(page) => (page, Some(index)),
+            to_cut => {
+                drop(index);
+                (to_cut.page(query), None)
+            }
+        };
         let mut jobs = Vec::with_capacity(page.ids.len());
         for id in page.ids {
-            if let Some(job) = self.get(id)? {
+            if let Some(job) = self.get(id)?
+                && (index.is_some() || query.state.is_none_or(|state| job.record.state == state))
+            {
                 jobs.push(job);
             }
         }
