@@ -17,6 +17,11 @@ use jobhost::quota::Quotas;
 use jobhost::runtime::HttpLimits;
 use jobhost::tasks::capabilities::HttpSettings;
 
+/// mimalloc rather than the system allocator: per-thread free lists suit the many short-lived
+/// buffers of requests and attempts, and it returns memory instead of fragmenting arenas.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "jobhost",

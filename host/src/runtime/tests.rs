@@ -83,6 +83,31 @@ async fn a_handler_completes_with_its_result_and_output() {
 }
 
 #[tokio::test]
+async fn an_attempt_finds_nothing_an_earlier_attempt_left_in_memory() {
+    let runtime = runtime(None);
+    let handler = runtime.compile(&plugin("remembers")).expect("compiles");
+    for _ in 0..3 {
+        let result = runtime
+            .run(
+                &handler,
+                &input("{}"),
+                limits(5_000),
+                Capabilities::default(),
+                Arc::default(),
+            )
+            .await;
+        let AttemptOutcome::Completed { variables, .. } = &result.outcome else {
+            panic!("{:?} {}", result.outcome, result.output);
+        };
+        let seen: serde_json::Value = serde_json::from_str(variables).unwrap();
+        assert_eq!(
+            seen,
+            serde_json::json!({"calls": 1, "static_marked": false, "heap_marked": false})
+        );
+    }
+}
+
+#[tokio::test]
 async fn an_infinite_loop_is_stopped_at_its_deadline() {
     let result = run("spin", "{}", limits(300)).await;
     assert_eq!(failure(&result), "deadline of 300 ms exceeded");
