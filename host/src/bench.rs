@@ -21,11 +21,12 @@ use tonic::transport::Channel;
 
 use crate::api::grpc::pb;
 use crate::api::grpc::pb::jobs_service_client::JobsServiceClient;
+use crate::child_server::{ChildServer, ServeCommand};
 use crate::client::RestClient;
 use crate::runtime::{AttemptInput, AttemptLimits, Capabilities, Runtime, RuntimeConfig};
 use crate::server::{Config, start};
 use peer::{BullMq, PeerSystem, RoundFigures, median};
-use process::{ScratchDir, ServerProcess};
+use process::ScratchDir;
 
 const KEY: &str = "bench-admin-key";
 
@@ -183,7 +184,7 @@ pub enum BenchError {
     #[error(transparent)]
     Server(#[from] crate::server::ServerError),
     #[error(transparent)]
-    ServerProcess(#[from] process::ProcessError),
+    ServerProcess(#[from] crate::child_server::ChildServerError),
     #[error(transparent)]
     Peer(#[from] peer::PeerError),
     #[error("gRPC: {0}")]
@@ -195,6 +196,11 @@ pub enum BenchError {
 }
 
 type Client = JobsServiceClient<Channel>;
+
+/// How long a server in a child process may take from spawn to serving, and from SIGTERM to
+/// exit.
+const CHILD_START_BOUND: Duration = Duration::from_secs(60);
+const CHILD_STOP_BOUND: Duration = Duration::from_secs(30);
 
 fn keyed<T>(message: T) -> Request<T> {
     keyed_as(CLIENT_KEY.get().map_or(KEY, String::as_str), message)
@@ -212,7 +218,7 @@ fn keyed_as<T>(key: &str, message: T) -> Request<T> {
 /// A server under measurement, wherever it runs.
 enum BenchServer {
     InProcess(crate::RunningServer),
-    Child(ServerProcess),
+    Child(ChildServer),
 }
 
 impl BenchServer {
@@ -227,7 +233,7 @@ impl BenchServer {
     async fn shutdown(self) -> Result<(), BenchError> {
         match self {
             BenchServer::InProcess(server) => server.shutdown().await?,
-            BenchServer::Child(child) => child.stop().await?,
+            BenchServer::Child(child) => child.stop(CHILD_STOP_BOUND).await?,
         }
         Ok(())
     }
@@ -256,7 +262,17 @@ async fn start_server(name: &str, placement: &ServerPlacement) -> Result<Started
             (BenchServer::InProcess(server), grpc, http)
         }
         ServerPlacement::ChildProcess { binary } => {
-            let child = ServerProcess::start(binary, data.path(), KEY, TRIGGERS_PER_TENANT).await?;
+            let command = ServeCommand {
+                binary,
+                data_dir: data.path(),
+                admin_key: KEY,
+                args: vec![
+                    "--max-triggers-per-tenant".into(),
+                    TRIGGERS_PER_TENANT.to_string(),
+                ],
+                show_stderr: true,
+            };
+            let child = ChildServer::start(command, CHILD_START_BOUND).await?;
             let (grpc, http) = (child.grpc_addr.clone(), child.http_addr.clone());
             (BenchServer::Child(child), grpc, http)
         }

@@ -3,7 +3,6 @@
 //! acknowledged create and completion is checked against what the server reports.
 
 mod ledger;
-mod process;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -18,13 +17,16 @@ use serde::Serialize;
 use serde_json::json;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 
 use crate::api::grpc::pb;
 use crate::api::grpc::pb::jobs_service_client::JobsServiceClient;
+use crate::child_server::{ChildServer, ChildServerError, ServeCommand};
 use crate::client::RestClient;
 pub use ledger::Tally;
 use ledger::{Created, Kind, Ledger};
-use process::ServerProcess;
 
 const ADMIN_KEY: &str = "chaos-admin-key";
 /// The type the run's external workers serve.
@@ -179,15 +181,8 @@ impl ChaosReport {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChaosError {
-    #[error("cannot run {binary}: {source}")]
-    Spawn {
-        binary: String,
-        source: std::io::Error,
-    },
-    #[error("the server {what}; its last log lines:\n{log}")]
-    Server { what: String, log: String },
-    #[error("cannot kill the server: {0}")]
-    Kill(std::io::Error),
+    #[error(transparent)]
+    Server(#[from] ChildServerError),
     #[error("gRPC: {0}")]
     Rpc(#[from] tonic::Status),
     #[error("invalid server address: {0}")]
@@ -276,15 +271,34 @@ pub async fn run(options: &ChaosOptions) -> Result<ChaosReport, ChaosError> {
     })
 }
 
-/// Starts the server; the first time, also deploys `echo` with a short attempt timeout.
-async fn start(options: &ChaosOptions, first: bool) -> Result<ServerProcess, ChaosError> {
-    let server = ServerProcess::start(
-        &options.server_bin,
-        &options.data_dir,
-        ADMIN_KEY,
-        START_BOUND,
+/// Starts the server with the example handlers and waits until its gRPC health service says
+/// it is serving; the first time, also deploys `echo` with a short attempt timeout.
+async fn start(options: &ChaosOptions, first: bool) -> Result<Server, ChaosError> {
+    let started = Instant::now();
+    let command = ServeCommand {
+        binary: &options.server_bin,
+        data_dir: &options.data_dir,
+        admin_key: ADMIN_KEY,
+        args: vec!["--examples".into()],
+        show_stderr: false,
+    };
+    let child = ChildServer::start(command, START_BOUND).await?;
+    let mut server = Server {
+        grpc_url: format!("http://{}", child.grpc_addr),
+        http_url: format!("http://{}", child.http_addr),
+        child,
+    };
+    if !serving(
+        &server.grpc_url,
+        START_BOUND.saturating_sub(started.elapsed()),
     )
-    .await?;
+    .await
+    {
+        return Err(server
+            .child
+            .failure("did not report serving in time")
+            .into());
+    }
     if first {
         let (_, component) = crate::examples::EXAMPLES
             .iter()
@@ -295,6 +309,46 @@ async fn start(options: &ChaosOptions, first: bool) -> Result<ServerProcess, Cha
         rest.upload(&path, component.to_vec()).await?;
     }
     Ok(server)
+}
+
+/// The server under test, with the URLs of its two listeners.
+struct Server {
+    child: ChildServer,
+    grpc_url: String,
+    http_url: String,
+}
+
+impl Server {
+    /// SIGKILL, the only way a run ends the server.
+    fn kill(self) -> Result<(), ChaosError> {
+        Ok(self.child.kill()?)
+    }
+}
+
+/// Whether the gRPC health service at `url` says it is serving within `bound`.
+async fn serving(url: &str, bound: Duration) -> bool {
+    let deadline = Instant::now() + bound;
+    let Ok(endpoint) = Endpoint::from_shared(url.to_string()) else {
+        return false;
+    };
+    let endpoint = endpoint
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(2));
+    let request = HealthCheckRequest {
+        service: "atom.jobs.v1.JobsService".into(),
+    };
+    while Instant::now() < deadline {
+        if let Ok(channel) = endpoint.connect().await {
+            let mut health = HealthClient::new(channel);
+            if let Ok(answer) = health.check(request.clone()).await
+                && answer.into_inner().status == ServingStatus::Serving as i32
+            {
+                return true;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
 }
 
 fn connect(url: &str) -> Result<Client, ChaosError> {

@@ -37,6 +37,7 @@
 //!   `jobhost bench-listing` (listings and statistics over a million jobs).
 //! - [`chaos`]: `jobhost chaos`, clients against a server process killed at random moments,
 //!   and the check that nothing acknowledged was lost, changed or done twice.
+//! - [`child_server`]: `jobhost serve` as a child process, for the bench and the chaos run.
 //! - [`client`]: the REST client behind the command line.
 //! - [`backup`]: snapshot files of the whole store: `jobhost backup` fetches one from a
 //!   running server, `jobhost restore` writes one into a new data directory.
@@ -52,6 +53,7 @@ pub mod auth;
 pub mod backup;
 pub mod bench;
 pub mod chaos;
+pub mod child_server;
 pub mod client;
 pub mod clock;
 pub mod examples;
