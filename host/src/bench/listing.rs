@@ -89,6 +89,7 @@ async fn transition(
                 max_jobs: 100.min(count - done),
                 timeout_ms: 3_600_000,
                 wait: false,
+                in_process: false,
             })
             .await?;
         if leased.is_empty() {

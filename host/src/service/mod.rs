@@ -445,6 +445,7 @@ impl JobService {
             max_jobs,
             timeout_ms,
             wait: false,
+            in_process: false,
         };
         // Ready jobs are served before a waiting slot is taken, so no quota stands between a
         // worker and a job that is already there.

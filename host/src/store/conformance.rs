@@ -42,6 +42,9 @@ macro_rules! suite {
             a_released_lease_makes_the_job_activatable,
             everything_acknowledged_survives_a_reopen,
             leases_that_expired_while_closed_are_activatable_after_reopen,
+            an_in_process_lease_is_seen_by_readers_and_listings,
+            an_in_process_lease_ends_with_the_process,
+            a_completion_under_an_in_process_lease_survives_a_reopen,
             job_ids_are_never_reused_after_a_reopen,
             listing_filters_sorts_and_pages,
             api_keys_are_stored_and_removed,
@@ -159,6 +162,7 @@ fn activation(job_type: &str, max_jobs: usize) -> Activation {
         max_jobs,
         timeout_ms: 30_000,
         wait: false,
+        in_process: false,
     }
 }
 
@@ -415,6 +419,72 @@ pub async fn leases_that_expired_while_closed_are_activatable_after_reopen(open:
         .expect("activatable again")
         .unwrap();
     assert_eq!(jobs[0].record.id, id);
+}
+
+fn in_process_activation(job_type: &str, max_jobs: usize) -> Activation {
+    Activation {
+        in_process: true,
+        ..activation(job_type, max_jobs)
+    }
+}
+
+pub async fn an_in_process_lease_is_seen_by_readers_and_listings(open: Open, dir: &Path) {
+    let store = open(dir);
+    let id = create(&store, new_job("t", "default")).await;
+    let leased = store.activate(in_process_activation("t", 1)).await.unwrap();
+    assert_eq!(leased[0].record.id, id);
+    let read = store.get(id).unwrap().expect("job exists").record;
+    assert_eq!(read.state, JobState::Activated);
+    assert_eq!(read.lease, leased[0].record.lease);
+    let page = store
+        .list(&ListQuery {
+            state: Some(JobState::Activated),
+            ..ListQuery::all(TenantScope::All, 10)
+        })
+        .unwrap();
+    assert_eq!(page.jobs.len(), 1);
+    assert_eq!(page.jobs[0].record.state, JobState::Activated);
+    assert!(
+        store.activate(activation("t", 1)).await.unwrap().is_empty(),
+        "a job leased in memory is leased to no one else"
+    );
+}
+
+pub async fn an_in_process_lease_ends_with_the_process(open: Open, dir: &Path) {
+    let id;
+    {
+        let store = open(dir);
+        id = create(&store, new_job("t", "default")).await;
+        let mut request = in_process_activation("t", 1);
+        request.timeout_ms = 600_000;
+        assert_eq!(store.activate(request).await.unwrap().len(), 1);
+        store.close().await.unwrap();
+    }
+    let store = open(dir);
+    // At once, not after the lease's timeout: no attempt outlived the process.
+    assert_eq!(state_of(&store, id).await, JobState::Activatable);
+    let jobs = store.activate(activation("t", 1)).await.unwrap();
+    assert_eq!(jobs[0].record.id, id);
+}
+
+pub async fn a_completion_under_an_in_process_lease_survives_a_reopen(open: Open, dir: &Path) {
+    let id;
+    {
+        let store = open(dir);
+        id = create(&store, new_job("t", "default")).await;
+        let leased = store.activate(in_process_activation("t", 1)).await.unwrap();
+        let event = Event::Complete {
+            lease: Some(leased[0].record.lease),
+            result: r#"{"done":true}"#.into(),
+        };
+        store
+            .apply_with(id, TenantScope::All, event, Extras::default())
+            .await
+            .unwrap();
+        store.close().await.unwrap();
+    }
+    let store = open(dir);
+    assert_eq!(state_of(&store, id).await, JobState::Completed);
 }
 
 pub async fn job_ids_are_never_reused_after_a_reopen(open: Open, dir: &Path) {

@@ -102,6 +102,10 @@ pub struct Activation {
     /// Whether to wait for a job when none is ready. The wait ends when the future is
     /// dropped; a job leased for a dropped activation is handed back at once.
     pub wait: bool,
+    /// The lease is for an attempt in this process, which dies with it: the lease is kept in
+    /// memory only (readers see it; nothing is written for it), and after a restart the job
+    /// is activatable again at once instead of after its lease would have expired.
+    pub in_process: bool,
 }
 
 /// Which timestamp orders a listing.

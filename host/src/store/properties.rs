@@ -401,6 +401,7 @@ impl Run {
             max_jobs,
             timeout_ms: if brief { BRIEF_MS } else { LONG_MS },
             wait: false,
+            in_process: false,
         };
         let predicted: Vec<JobId> = self.ready(job_type, &scope).take(max_jobs).collect();
         let leased = self.store().activate(request).await.map_err(failure)?;
@@ -428,6 +429,7 @@ impl Run {
             max_jobs: max_jobs[n],
             timeout_ms: LONG_MS,
             wait: false,
+            in_process: false,
         };
         let (first, second) = (request(0), request(1));
         let predicted: Vec<JobId> = self

@@ -224,6 +224,7 @@ impl Executor {
             max_jobs: 1,
             timeout_ms: (version.limits.timeout_ms + LEASE_MARGIN_MS) as i64,
             wait: true,
+            in_process: true,
         };
         tracing::info!(handler = %record.id, tenant = %record.tenant, job_type = %record.job_type, version = version.version, "executor serving handler");
         loop {

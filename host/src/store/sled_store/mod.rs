@@ -19,7 +19,7 @@ use tokio::sync::oneshot;
 use self::codec::{ATTEMPT_PREFIX, TRIGGER_PREFIX, io, payload_key, record_key};
 pub use self::snapshot::SledLoader;
 use self::snapshot::Snapshots;
-use self::writer::{Command, Poison, Writer};
+use self::writer::{Command, MemoryRecords, Poison, Writer};
 use super::index::{IndexStats, JobIndex, ListPlan};
 use super::{
     Activation, ApiKeyRecord, ApplyError, DueFire, Extras, JobStore, ListPage, ListQuery,
@@ -59,6 +59,8 @@ pub struct SledStore {
     /// Listing and statistics indexes, kept by the writer.
     index: Arc<RwLock<JobIndex>>,
     snapshots: Arc<Snapshots>,
+    /// Records of leases held in memory only, read in place of the stored ones.
+    memory_records: MemoryRecords,
 }
 
 impl Drop for SledStore {
@@ -96,12 +98,14 @@ impl SledStore {
         let poison: Poison = Arc::new(Mutex::new(None));
         let index = Arc::new(RwLock::new(JobIndex::default()));
         let snapshots = Arc::new(Snapshots::default());
+        let memory_records = MemoryRecords::default();
         let writer = Writer::recover(
             jobs.clone(),
             poison.clone(),
             index.clone(),
             metrics,
             snapshots.clone(),
+            memory_records.clone(),
         )?;
         let (commands, command_queue) = mpsc::channel();
         let (groups, group_queue) = mpsc::channel();
@@ -128,6 +132,7 @@ impl SledStore {
             threads: Mutex::new(vec![writer, flusher]),
             index,
             snapshots,
+            memory_records,
         })
     }
 
@@ -406,10 +411,21 @@ impl JobStore for SledStore {
     }
 
     fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
-        let Some(bytes) = self.jobs.get(record_key(id)).map_err(io)? else {
-            return Ok(None);
+        let in_memory = self
+            .memory_records
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .cloned();
+        let record = match in_memory {
+            Some(record) => record,
+            None => {
+                let Some(bytes) = self.jobs.get(record_key(id)).map_err(io)? else {
+                    return Ok(None);
+                };
+                codec::decode(&bytes)?
+            }
         };
-        let record = codec::decode(&bytes)?;
         Ok(Some(Job {
             record,
             payload: self.payload(id)?,

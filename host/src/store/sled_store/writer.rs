@@ -224,7 +224,18 @@ pub(super) struct Writer {
     /// Jobs this group deleted, gone for later commands though still in the tree until the
     /// batch is applied; with their workflow names, for the index.
     purged_in_group: HashMap<JobId, Option<(String, String)>>,
+    /// Jobs leased for an attempt in this process, whose lease is held in memory only.
+    leased_in_memory: HashSet<JobId>,
+    /// This group's changes to the records readers see in place of the stored ones (`None`:
+    /// the stored record is current again), applied with the batch.
+    memory_changes: HashMap<JobId, Option<JobRecord>>,
+    /// What readers see: the records of leases held in memory only.
+    memory_records: MemoryRecords,
 }
+
+/// Records newer than the stored ones, held in memory only: the leases of attempts in this
+/// process, which end with it.
+pub(super) type MemoryRecords = Arc<RwLock<HashMap<JobId, JobRecord>>>;
 
 impl Writer {
     /// Rebuilds the in-memory indexes from the stored records.
@@ -234,6 +245,7 @@ impl Writer {
         index: Arc<RwLock<JobIndex>>,
         metrics: Arc<Metrics>,
         snapshots: Arc<Snapshots>,
+        memory_records: MemoryRecords,
     ) -> Result<Writer, StoreError> {
         let reserved_until = match tree.get(ID_RESERVATION_KEY).map_err(codec::io)? {
             Some(bytes) => u64::from_be_bytes(
@@ -282,6 +294,9 @@ impl Writer {
             kv_usage: HashMap::new(),
             kv_in_group: HashMap::new(),
             idempotency_in_group: HashMap::new(),
+            leased_in_memory: HashSet::new(),
+            memory_changes: HashMap::new(),
+            memory_records,
         };
         let mut rebuilt = JobIndex::default();
         for entry in tree.scan_prefix([RECORD_PREFIX]) {
@@ -736,6 +751,17 @@ impl Writer {
         event: Event,
         now: EpochMs,
     ) -> Result<JobRecord, ApplyError> {
+        self.apply_as(id, scope, event, now, Keep::Stored)
+    }
+
+    fn apply_as(
+        &mut self,
+        id: JobId,
+        scope: &TenantScope,
+        event: Event,
+        now: EpochMs,
+        keep: Keep,
+    ) -> Result<JobRecord, ApplyError> {
         if self.purged_in_group.contains_key(&id) {
             return Err(ApplyError::NotFound(id));
         }
@@ -750,18 +776,35 @@ impl Writer {
             return Err(ApplyError::NotFound(id));
         }
         let next = state::apply(&current, event, now)?;
-        self.put(next.clone());
+        self.put_as(next.clone(), keep);
         Ok(next)
     }
 
     /// Writes a record to the batch and moves it in the indexes.
     fn put(&mut self, record: JobRecord) {
+        self.put_as(record, Keep::Stored);
+    }
+
+    /// Moves a record in the indexes, and writes it to the batch or holds it in memory.
+    fn put_as(&mut self, record: JobRecord, keep: Keep) {
         let old = self.open.remove(&record.id);
         if let Some(old) = &old {
             self.unindex(old);
         }
         self.closed_in_group.remove(&record.id);
-        self.write(&record_key(record.id), codec::encode(&record));
+        let was_in_memory = self.leased_in_memory.remove(&record.id);
+        match keep {
+            Keep::Stored => {
+                self.write(&record_key(record.id), codec::encode(&record));
+                if was_in_memory {
+                    self.memory_changes.insert(record.id, None);
+                }
+            }
+            Keep::InMemory => {
+                self.leased_in_memory.insert(record.id);
+                self.memory_changes.insert(record.id, Some(record.clone()));
+            }
+        }
         // An open job's tenant and type are known to the index already.
         self.index_changes.push(IndexedJob {
             id: record.id,
@@ -922,7 +965,13 @@ impl Writer {
                 worker: request.worker.clone(),
                 timeout_ms: request.timeout_ms,
             };
-            if let Ok(record) = self.apply(id, &request.scope, event, now) {
+            // A lease that dies with this process need not outlive it on disk.
+            let keep = if request.in_process {
+                Keep::InMemory
+            } else {
+                Keep::Stored
+            };
+            if let Ok(record) = self.apply_as(id, &request.scope, event, now, keep) {
                 leased.push(record);
             }
         }
@@ -997,7 +1046,9 @@ impl Writer {
     /// Applies the group's batch atomically and hands its answers to the flusher.
     fn commit(&mut self) -> Group {
         let answers = std::mem::take(&mut self.answers);
-        if self.writes == 0 {
+        // Leases held in memory change the indexes without writing anything.
+        let wrote = self.writes > 0;
+        if !wrote && self.index_changes.is_empty() && self.memory_changes.is_empty() {
             self.timed_out.clear();
             return Group {
                 wrote: false,
@@ -1009,11 +1060,17 @@ impl Writer {
         // The index is locked across the write, so a listing (which reads the index and then
         // the records under the same lock) sees the batch in both or in neither.
         let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
-        let gate = self
-            .snapshots
-            .before_write(&self.tree, self.batch_keys.iter());
-        let result = self.tree.apply_batch(batch);
-        drop(gate);
+        let result = if wrote {
+            let gate = self
+                .snapshots
+                .before_write(&self.tree, self.batch_keys.iter());
+            let result = self.tree.apply_batch(batch);
+            drop(gate);
+            result
+        } else {
+            Ok(())
+        };
+        let memory_changes = std::mem::take(&mut self.memory_changes);
         self.batch_keys.clear();
         self.closed_in_group.clear();
         self.kv_in_group.clear();
@@ -1028,6 +1085,18 @@ impl Writer {
                 let mut counts: HashMap<(Arc<str>, Arc<str>, Transition), u64> = HashMap::new();
                 for (id, instance, element) in &processes {
                     index.put_process(*id, instance, element);
+                }
+                if !memory_changes.is_empty() {
+                    let mut records = self
+                        .memory_records
+                        .write()
+                        .unwrap_or_else(|e| e.into_inner());
+                    for (id, record) in memory_changes {
+                        match record {
+                            Some(record) => records.insert(id, record),
+                            None => records.remove(&id),
+                        };
+                    }
                 }
                 for change in &changes {
                     let Some(placed) = index.put(change) else {
@@ -1052,10 +1121,7 @@ impl Writer {
                 }
                 drop(index);
                 self.metrics.count(counts);
-                Group {
-                    wrote: true,
-                    answers,
-                }
+                Group { wrote, answers }
             }
             Err(error) => {
                 drop(index);
@@ -1074,6 +1140,15 @@ impl Writer {
             }
         }
     }
+}
+
+/// Where a changed record is kept.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    /// Written with the group's batch.
+    Stored,
+    /// In memory only, over the stored record, until the next change of the job.
+    InMemory,
 }
 
 /// What a change did, as the metrics count it.
