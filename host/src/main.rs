@@ -616,6 +616,10 @@ struct AddTrigger {
     retries: Option<i32>,
     #[arg(long)]
     priority: Option<i32>,
+    /// Idempotency key of every created job; {scheduled_at} or {scheduled_at_ms} stand for
+    /// the fire's time (e.g. report-{scheduled_at}).
+    #[arg(long)]
+    idempotency_key: Option<String>,
     /// After downtime, skip missed fires instead of creating them.
     #[arg(long)]
     no_catch_up: bool,
@@ -1171,6 +1175,7 @@ async fn triggers(client: RestClient, command: TriggersCommand) -> anyhow::Resul
                 variables,
                 retries,
                 priority,
+                idempotency_key,
                 no_catch_up,
                 max_catch_up,
                 end_at,
@@ -1191,6 +1196,7 @@ async fn triggers(client: RestClient, command: TriggersCommand) -> anyhow::Resul
                 "variables": variables,
                 "retries": retries,
                 "priority": priority,
+                "idempotency_key": idempotency_key,
                 "catch_up": !no_catch_up,
                 "max_catch_up": max_catch_up,
                 "end_at": end_at,

@@ -365,6 +365,60 @@ async fn overlap_skip_skips_fires_while_the_previous_job_is_unfinished() {
 }
 
 #[tokio::test]
+async fn a_fire_whose_idempotency_key_a_job_holds_creates_nothing() {
+    let (server, clock) = server_on_manual_clock().await;
+    let rest = server.rest(ADMIN_KEY);
+    let first_fire_key = "report-2026-01-01T00:01:00.000Z";
+    let made_by_hand = rest
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/jobs",
+            Some(json!({"type": "report", "idempotency_key": first_fire_key})),
+        )
+        .await
+        .expect("job created");
+    let created = add_trigger(
+        &server,
+        json!({"name": "r", "type": "report", "interval": "1m",
+               "idempotency_key": "report-{scheduled_at}"}),
+    )
+    .await;
+    assert_eq!(created["idempotency_key"], "report-{scheduled_at}");
+    clock.set(T0 + MINUTE);
+    let fired = wait_for_fired(&server, &created["id"], 1).await;
+    assert_eq!(fired["last_job_key"], made_by_hand["job_key"]);
+    assert_eq!(
+        job_keys(&server, "report").await,
+        [made_by_hand["job_key"].clone()]
+    );
+    clock.set(T0 + 2 * MINUTE);
+    let fired = wait_for_fired(&server, &created["id"], 2).await;
+    assert_eq!(
+        job_keys(&server, "report").await,
+        [
+            made_by_hand["job_key"].clone(),
+            fired["last_job_key"].clone()
+        ]
+    );
+}
+
+/// The keys of every job of a type, oldest first.
+async fn job_keys(server: &TestServer, job_type: &str) -> Vec<Value> {
+    let path = format!("/api/v1/jobs?type={job_type}&page_size=100&sort_order=asc");
+    let data = server
+        .rest(ADMIN_KEY)
+        .call(reqwest::Method::GET, &path, None)
+        .await
+        .expect("jobs listed");
+    data["jobs"]
+        .as_array()
+        .expect("jobs")
+        .iter()
+        .map(|job| job["job_key"].clone())
+        .collect()
+}
+
+#[tokio::test]
 async fn a_paused_trigger_does_not_fire_and_resumes_from_now() {
     let (server, clock) = server_on_manual_clock().await;
     let created = add_trigger(
@@ -519,6 +573,10 @@ async fn bad_trigger_definitions_are_refused_with_precise_messages() {
         (
             json!({"name": " ", "type": "t", "interval": "1m"}),
             "name must not be blank",
+        ),
+        (
+            json!({"name": "a", "type": "t", "interval": "1m", "idempotency_key": "r-{date}"}),
+            "idempotency_key may hold only the placeholders {scheduled_at} and {scheduled_at_ms}",
         ),
     ];
     for (definition, message) in cases {

@@ -667,6 +667,8 @@ pub struct TriggerView {
     pub custom_headers: BTreeMap<String, String>,
     pub retries: i32,
     pub priority: i32,
+    /// The pattern of each fired job's idempotency key.
+    pub idempotency_key: Option<String>,
     pub catch_up: bool,
     pub max_catch_up: u32,
     pub end_at: Option<String>,
@@ -706,6 +708,7 @@ impl TriggerView {
             custom_headers: trigger.template.custom_headers.clone(),
             retries: trigger.template.retries,
             priority: trigger.template.priority,
+            idempotency_key: trigger.template.idempotency_key.clone(),
             catch_up: trigger.catch_up,
             max_catch_up: trigger.max_catch_up,
             end_at: trigger.end_at.and_then(format_time),

@@ -171,13 +171,20 @@ fn trigger_definition() -> impl Strategy<Value = TriggerDefinition> {
             prop::option::of(interval_text()),
             text(&["allow", "skip"]),
             prop::option::of(any::<bool>()),
+            prop::option::of(text_around(&[
+                "report-{scheduled_at}",
+                "run-{scheduled_at_ms}",
+                "only-one",
+                "{scheduled}",
+                "",
+            ])),
         ),
     )
         .prop_map(
             |(
                 (name, tenant_id, job_type, cron, time_zone, interval),
                 (variables, custom_headers, retries, priority, catch_up, max_catch_up),
-                (end_at, lifetime, overlap, enabled),
+                (end_at, lifetime, overlap, enabled, idempotency_key),
             )| TriggerDefinition {
                 name,
                 tenant_id,
@@ -189,6 +196,7 @@ fn trigger_definition() -> impl Strategy<Value = TriggerDefinition> {
                 custom_headers,
                 retries,
                 priority,
+                idempotency_key,
                 catch_up,
                 max_catch_up,
                 end_at,
@@ -223,6 +231,7 @@ fn trigger_definitions_make_a_trigger_or_are_refused_naming_what_is_wrong() {
                 "end_at",
                 "lifetime",
                 "overlap",
+                "idempotency_key",
                 "trigger ends",
                 "never fires",
             ],

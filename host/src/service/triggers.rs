@@ -15,7 +15,8 @@ use crate::store::TriggerError;
 use crate::tasks::scheduler::TriggerChange;
 use crate::trigger::schedule::{format_duration, parse_duration};
 use crate::trigger::{
-    MAX_CATCH_UP_LIMIT, Overlap, RESERVED_HEADER_PREFIX, Schedule, TriggerId, TriggerRecord,
+    IdempotencyPattern, MAX_CATCH_UP_LIMIT, Overlap, RESERVED_HEADER_PREFIX, Schedule, TriggerId,
+    TriggerRecord,
 };
 
 /// How often a change is retried when a fire changed the trigger meanwhile.
@@ -42,6 +43,10 @@ pub struct TriggerDefinition {
     pub custom_headers: Option<BTreeMap<String, String>>,
     pub retries: Option<i32>,
     pub priority: Option<i32>,
+    /// The idempotency key of each fired job, with `{scheduled_at}` (RFC 3339) or
+    /// `{scheduled_at_ms}` standing for the fire's time, e.g. `report-{scheduled_at}`; a fire
+    /// whose key a job of the type already holds creates nothing. Empty removes it.
+    pub idempotency_key: Option<String>,
     pub catch_up: Option<bool>,
     pub max_catch_up: Option<u32>,
     /// RFC 3339 time or epoch ms.
@@ -353,6 +358,14 @@ fn apply_settings(
     }
     if let Some(priority) = definition.priority {
         trigger.template.priority = priority;
+    }
+    if let Some(pattern) = &definition.idempotency_key {
+        trigger.template.idempotency_key = if pattern.is_empty() {
+            None
+        } else {
+            IdempotencyPattern::check(pattern, limits::MAX_NAME_BYTES).map_err(invalid)?;
+            Some(pattern.clone())
+        };
     }
     if let Some(catch_up) = definition.catch_up {
         trigger.catch_up = catch_up;

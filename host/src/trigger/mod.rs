@@ -60,6 +60,58 @@ pub struct JobTemplate {
     pub custom_headers: BTreeMap<String, String>,
     pub retries: i32,
     pub priority: i32,
+    /// The idempotency key of each fired job, as a pattern (see [`IdempotencyPattern`]): a
+    /// fire whose key a job of the type already holds in the tenant creates nothing.
+    pub idempotency_key: Option<String>,
+}
+
+/// The placeholders an idempotency-key pattern may hold, replaced at each fire.
+pub const KEY_PLACEHOLDERS: [&str; 2] = ["{scheduled_at}", "{scheduled_at_ms}"];
+
+/// An idempotency-key pattern of a trigger's template: text in which `{scheduled_at}` stands
+/// for the fire's scheduled time (RFC 3339, UTC, milliseconds) and `{scheduled_at_ms}` for it
+/// in epoch milliseconds, e.g. `daily-report-{scheduled_at}`. Without a placeholder every fire
+/// carries the same key, so one job at a time exists for the trigger.
+pub struct IdempotencyPattern;
+
+impl IdempotencyPattern {
+    /// Why `pattern` cannot be used, if it cannot: an empty key, a NUL, a brace that is not
+    /// part of a placeholder, or a key longer than `max_bytes` once a time is put in.
+    pub fn check(pattern: &str, max_bytes: usize) -> Result<(), String> {
+        if pattern.is_empty() || pattern.contains('\0') {
+            return Err("idempotency_key must be non-empty and hold no NUL".into());
+        }
+        let mut rest = pattern.to_string();
+        let mut longest = 0;
+        for placeholder in KEY_PLACEHOLDERS {
+            let count = rest.matches(placeholder).count();
+            // The longest RFC 3339 text this writes, e.g. 2026-12-03T14:03:33.123Z.
+            longest += count * 24;
+            rest = rest.replace(placeholder, "");
+        }
+        if rest.contains('{') || rest.contains('}') {
+            return Err(format!(
+                "idempotency_key may hold only the placeholders {}; other braces are refused",
+                KEY_PLACEHOLDERS.join(" and ")
+            ));
+        }
+        if rest.len() + longest > max_bytes {
+            return Err(format!(
+                "idempotency_key must be at most {max_bytes} bytes once a time is put in"
+            ));
+        }
+        Ok(())
+    }
+
+    /// The key of the fire at `scheduled_at`.
+    pub fn render(pattern: &str, scheduled_at: EpochMs) -> String {
+        pattern
+            .replace(
+                "{scheduled_at}",
+                &crate::job::format_time(scheduled_at).unwrap_or_default(),
+            )
+            .replace("{scheduled_at_ms}", &scheduled_at.to_string())
+    }
 }
 
 /// Where a trigger stands.
@@ -138,6 +190,7 @@ impl TriggerRecord {
                 custom_headers: BTreeMap::new(),
                 retries: crate::job::limits::DEFAULT_RETRIES,
                 priority: 0,
+                idempotency_key: None,
             },
             catch_up: true,
             max_catch_up: DEFAULT_MAX_CATCH_UP,
@@ -195,7 +248,49 @@ impl TriggerRecord {
                 custom_headers,
                 process: Default::default(),
             },
-            idempotency_key: None,
+            idempotency_key: self
+                .template
+                .idempotency_key
+                .as_deref()
+                .map(|pattern| IdempotencyPattern::render(pattern, scheduled_at)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FIRE: EpochMs = 1_767_225_660_000; // 2026-01-01T00:01:00Z
+
+    #[test]
+    fn a_fired_job_carries_its_pattern_with_the_fire_time_put_in() {
+        let mut trigger = TriggerRecord::new(
+            "acme".into(),
+            "nightly".into(),
+            "report".into(),
+            Schedule::interval("1m").unwrap(),
+            0,
+        );
+        assert_eq!(trigger.job_for(FIRE).idempotency_key, None);
+        trigger.template.idempotency_key = Some("r-{scheduled_at}/{scheduled_at_ms}".into());
+        assert_eq!(
+            trigger.job_for(FIRE).idempotency_key.as_deref(),
+            Some("r-2026-01-01T00:01:00.000Z/1767225660000")
+        );
+    }
+
+    #[test]
+    fn a_pattern_is_refused_for_unknown_braces_a_nul_or_too_many_bytes() {
+        assert!(IdempotencyPattern::check("r-{scheduled_at}", 255).is_ok());
+        assert!(IdempotencyPattern::check("fixed", 255).is_ok());
+        assert!(IdempotencyPattern::check("", 255).is_err());
+        assert!(IdempotencyPattern::check("a\0b", 255).is_err());
+        assert!(IdempotencyPattern::check("r-{date}", 255).is_err());
+        assert!(IdempotencyPattern::check("r-{scheduled_at", 255).is_err());
+        // 232 bytes and a time of 24 are one too many.
+        let long = format!("{}{{scheduled_at}}", "k".repeat(232));
+        assert!(IdempotencyPattern::check(&long, 255).is_err());
+        assert!(IdempotencyPattern::check(&long[1..], 255).is_ok());
     }
 }

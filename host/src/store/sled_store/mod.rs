@@ -650,13 +650,13 @@ impl JobStore for SledStore {
     fn triggers(&self) -> Result<Vec<TriggerRecord>, StoreError> {
         self.jobs
             .scan_prefix([TRIGGER_PREFIX])
-            .map(|entry| codec::decode(&entry.map_err(io)?.1))
+            .map(|entry| codec::decode_trigger(&entry.map_err(io)?.1))
             .collect()
     }
 
     fn trigger(&self, id: TriggerId) -> Result<Option<TriggerRecord>, StoreError> {
         match self.jobs.get(codec::trigger_key(id)).map_err(io)? {
-            Some(bytes) => Ok(Some(codec::decode(&bytes)?)),
+            Some(bytes) => Ok(Some(codec::decode_trigger(&bytes)?)),
             None => Ok(None),
         }
     }

@@ -320,7 +320,7 @@ impl Writer {
             .map_err(|_| StoreError::Corrupt("job index lock".into()))? = rebuilt;
         for entry in tree.scan_prefix([TRIGGER_PREFIX]) {
             let (_, bytes) = entry.map_err(codec::io)?;
-            let trigger: TriggerRecord = codec::decode(&bytes)?;
+            let trigger = codec::decode_trigger(&bytes)?;
             writer.next_trigger_id = writer.next_trigger_id.max(trigger.id + 1);
             writer
                 .trigger_names
@@ -660,7 +660,7 @@ impl Writer {
     }
 
     fn put_trigger(&mut self, trigger: TriggerRecord) {
-        self.write(&trigger_key(trigger.id), codec::encode(&trigger));
+        self.write(&trigger_key(trigger.id), codec::encode_trigger(&trigger));
         self.triggers.insert(trigger.id, trigger);
     }
 
