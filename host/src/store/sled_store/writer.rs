@@ -231,6 +231,11 @@ pub(super) struct Writer {
     memory_changes: HashMap<JobId, Option<JobRecord>>,
     /// What readers see: the records of leases held in memory only.
     memory_records: MemoryRecords,
+    /// Answers to activations for attempts in this process, given as soon as the group is
+    /// applied: their leases are not written, so there is nothing to wait for.
+    early_answers: Vec<Answer>,
+    /// Leases of early answers whose caller had gone, handed back in the next group.
+    to_release: Vec<(JobId, u32)>,
 }
 
 /// Records newer than the stored ones, held in memory only: the leases of attempts in this
@@ -297,6 +302,8 @@ impl Writer {
             leased_in_memory: HashSet::new(),
             memory_changes: HashMap::new(),
             memory_records,
+            early_answers: Vec::new(),
+            to_release: Vec::new(),
         };
         let mut rebuilt = JobIndex::default();
         for entry in tree.scan_prefix([RECORD_PREFIX]) {
@@ -340,18 +347,32 @@ impl Writer {
 
     pub(super) fn run(mut self, commands: Receiver<Command>, flusher: Sender<Group>) {
         loop {
-            let first = match self.until_next_timer() {
-                Some(wait) => match commands.recv_timeout(wait) {
-                    Ok(command) => Some(command),
-                    Err(RecvTimeoutError::Timeout) => None,
-                    Err(RecvTimeoutError::Disconnected) => return,
-                },
-                None => match commands.recv() {
-                    Ok(command) => Some(command),
-                    Err(_) => return,
-                },
+            let first = if !self.to_release.is_empty() {
+                commands.try_recv().ok()
+            } else {
+                match self.until_next_timer() {
+                    Some(wait) => match commands.recv_timeout(wait) {
+                        Ok(command) => Some(command),
+                        Err(RecvTimeoutError::Timeout) => None,
+                        Err(RecvTimeoutError::Disconnected) => return,
+                    },
+                    None => match commands.recv() {
+                        Ok(command) => Some(command),
+                        Err(_) => return,
+                    },
+                }
             };
             let now = now_ms();
+            if !self.to_release.is_empty() {
+                let leases = std::mem::take(&mut self.to_release);
+                self.handle(
+                    Command::Release {
+                        leases,
+                        reply: None,
+                    },
+                    now,
+                );
+            }
             let mut closing = None;
             let queued = std::iter::from_fn(|| commands.try_recv().ok());
             for command in first.into_iter().chain(queued).take(MAX_GROUP) {
@@ -415,7 +436,7 @@ impl Writer {
                 if jobs.is_empty() && request.wait {
                     self.park(Waiter { request, reply });
                 } else {
-                    self.answers.push(Answer::Activated(reply, jobs));
+                    self.answer_activation(&request, reply, jobs);
                 }
             }
             Command::Apply {
@@ -978,6 +999,30 @@ impl Writer {
         leased
     }
 
+    /// Queues an activation's answer: after the flush, or as soon as the group is applied for
+    /// leases held in memory (though a job created in the same group is not durable yet, its
+    /// creator is answered only after the flush, and the attempt's result is written after it).
+    fn answer_activation(
+        &mut self,
+        request: &Activation,
+        reply: Reply<Vec<JobRecord>>,
+        jobs: Vec<JobRecord>,
+    ) {
+        let answer = Answer::Activated(reply, jobs);
+        if request.in_process {
+            self.early_answers.push(answer);
+        } else {
+            self.answers.push(answer);
+        }
+    }
+
+    /// Gives the early answers; leases their callers no longer wait for go back next group.
+    fn deliver_early(&mut self) {
+        for answer in std::mem::take(&mut self.early_answers) {
+            self.to_release.extend(answer.deliver());
+        }
+    }
+
     fn park(&mut self, waiter: Waiter) {
         let queue = self
             .waiters
@@ -1012,7 +1057,7 @@ impl Writer {
                 if jobs.is_empty() {
                     still_waiting.push_back(waiter);
                 } else {
-                    self.answers.push(Answer::Activated(waiter.reply, jobs));
+                    self.answer_activation(&waiter.request, waiter.reply, jobs);
                 }
             }
             if !still_waiting.is_empty() {
@@ -1050,6 +1095,7 @@ impl Writer {
         let wrote = self.writes > 0;
         if !wrote && self.index_changes.is_empty() && self.memory_changes.is_empty() {
             self.timed_out.clear();
+            self.deliver_early();
             return Group {
                 wrote: false,
                 answers,
@@ -1121,6 +1167,7 @@ impl Writer {
                 }
                 drop(index);
                 self.metrics.count(counts);
+                self.deliver_early();
                 Group { wrote, answers }
             }
             Err(error) => {
@@ -1130,7 +1177,7 @@ impl Writer {
                 if let Ok(mut poison) = self.poison.lock() {
                     *poison = Some(error.clone());
                 }
-                for answer in answers {
+                for answer in answers.into_iter().chain(self.early_answers.drain(..)) {
                     answer.fail(error.clone());
                 }
                 Group {
