@@ -76,6 +76,9 @@ pub struct BenchOptions {
     pub rounds: usize,
     /// A system measured beside jobhost in the same run.
     pub peer: Option<Peer>,
+    /// Jobs of another type stored before the figures are taken (CreateJobs, 1,000 per call),
+    /// to measure against a full store rather than an empty one.
+    pub stored: usize,
 }
 
 /// Where the bench's servers run.
@@ -106,6 +109,8 @@ pub struct BenchReport {
     pub batch: i32,
     /// Whether the clients presented a rate-limited key (limit never reached).
     pub rate_limited_key: bool,
+    /// Jobs of another type stored before the figures.
+    pub stored_before: usize,
     pub seconds: f64,
     /// Created, activated and completed per second, end to end.
     pub jobs_per_second: f64,
@@ -380,6 +385,13 @@ pub async fn run(options: BenchOptions) -> Result<BenchReport, BenchError> {
             eprintln!("{what}");
         }
     };
+    if options.stored > 0 {
+        say(format!(
+            "storing {} jobs before the figures",
+            options.stored
+        ));
+        create_in_batches(client, "bench-stored", options.stored).await?;
+    }
     let mut reports = Vec::with_capacity(rounds);
     let mut seconds = Vec::with_capacity(rounds);
     let mut wake_max_ms: f64 = 0.0;
@@ -537,6 +549,7 @@ pub async fn run(options: BenchOptions) -> Result<BenchReport, BenchError> {
         workers: options.workers,
         batch: options.batch,
         rate_limited_key: CLIENT_KEY.get().is_some(),
+        stored_before: options.stored,
         seconds: median(seconds),
         jobs_per_second: ours.workers_jobs_per_second,
         batched_acks_jobs_per_second,
@@ -661,6 +674,16 @@ async fn throughput(
 /// Creates `jobs` jobs with CreateJobs, 1,000 per call, from two callers at once; answers
 /// jobs per second.
 async fn batch_creation(client: &Client, jobs: usize) -> Result<f64, BenchError> {
+    create_in_batches(client, "bench-batch", jobs).await
+}
+
+/// Creates `jobs` jobs of `job_type` with CreateJobs, 1,000 per call, from two callers at
+/// once; answers jobs per second.
+async fn create_in_batches(
+    client: &Client,
+    job_type: &'static str,
+    jobs: usize,
+) -> Result<f64, BenchError> {
     const PER_CALL: usize = crate::job::limits::MAX_JOBS_PER_BATCH;
     const CALLERS: usize = 2;
     if jobs == 0 {
@@ -676,7 +699,7 @@ async fn batch_creation(client: &Client, jobs: usize) -> Result<f64, BenchError>
                 let count = PER_CALL.min(jobs - call * PER_CALL);
                 let batch = (0..count)
                     .map(|n| pb::CreateJobRequest {
-                        r#type: "bench-batch".into(),
+                        r#type: job_type.into(),
                         variables: format!(r#"{{"n":{}}}"#, call * PER_CALL + n),
                         ..Default::default()
                     })
@@ -966,6 +989,7 @@ impl BenchReport {
              jobs (create+activate+complete) {}\n\
              creators / workers / batch     {} / {} / {}\n\
              clients' key                   {}\n\
+             jobs stored before the figures {}\n\
              elapsed                        {:.2} s\n\
              throughput                     {:.0} jobs/s\n\
              throughput, CompleteJobs acks  {:.0} jobs/s\n\
@@ -993,6 +1017,7 @@ impl BenchReport {
             } else {
                 "admin (unlimited)"
             },
+            self.stored_before,
             self.seconds,
             self.jobs_per_second,
             self.batched_acks_jobs_per_second,

@@ -422,6 +422,10 @@ struct BenchArgs {
     /// with --peer, else 1).
     #[arg(long)]
     rounds: Option<usize>,
+    /// Jobs of another type to store (with CreateJobs) before the figures are taken, to
+    /// compare them against a full store, e.g. 1000000.
+    #[arg(long, default_value_t = 0)]
+    stored: usize,
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -922,6 +926,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         peer: args.peer.map(|_bullmq| jobhost::bench::Peer::BullMq {
             install_dir: jobhost::bench::peer::default_dir(),
         }),
+        stored: args.stored,
     };
     let report = jobhost::bench::run(options).await?;
     println!("{}", report.table());

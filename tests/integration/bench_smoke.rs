@@ -50,8 +50,9 @@ fn assert_every_figure(report: &serde_json::Value) {
 
 #[test]
 fn a_small_bench_run_reports_every_figure() {
-    let report = small_bench(&[]);
+    let report = small_bench(&["--stored", "1500"]);
     assert_every_figure(&report);
+    assert_eq!(report["stored_before"], 1500);
     assert_eq!(report["server"], "in-process");
     assert_eq!(report["rounds"].as_array().map(Vec::len), Some(1));
 }
