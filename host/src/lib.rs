@@ -33,8 +33,10 @@
 //!   answers as types ([`api::views`], also the OpenAPI document) and the embedded dashboard.
 //! - [`metrics`]: Prometheus metrics, counted where things happen and read at scrape time.
 //! - [`server`]: wires it all together and runs it until shutdown.
-//! - [`bench`]: `jobhost bench` (end-to-end throughput, wake-up latency, trigger timing) and
-//!   `jobhost bench-listing` (listings and statistics over a million jobs).
+//! - [`bench`]: `jobhost bench` (end-to-end throughput, wake-up latency, trigger timing, beside
+//!   BullMQ with `--peer bullmq`), `jobhost bench-listing` (listings and statistics over a
+//!   million jobs) and `jobhost bench-retention` (stored jobs, disk and memory under a steady
+//!   load with retention on).
 //! - [`chaos`]: `jobhost chaos`, clients against a server process killed at random moments,
 //!   and the check that nothing acknowledged was lost, changed or done twice.
 //! - [`child_server`]: `jobhost serve` as a child process, for the bench and the chaos run.
