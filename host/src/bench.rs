@@ -579,6 +579,18 @@ pub async fn run(options: BenchOptions) -> Result<BenchReport, BenchError> {
     Ok(BenchReport { hostile, ..report })
 }
 
+/// One CompleteJobs acknowledging every job of an activation, with no result variables.
+fn complete_all(jobs: Vec<pb::ActivatedJob>) -> pb::CompleteJobsRequest {
+    let jobs = jobs
+        .into_iter()
+        .map(|job| pb::CompleteJobRequest {
+            job_key: job.job_key,
+            variables: Default::default(),
+        })
+        .collect();
+    pb::CompleteJobsRequest { jobs }
+}
+
 /// How the throughput run's workers acknowledge their jobs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Acks {
@@ -624,16 +636,8 @@ async fn throughput(
                 while let Some(response) = stream.message().await? {
                     if acks == Acks::Batched {
                         let count = response.jobs.len();
-                        let jobs = response
-                            .jobs
-                            .into_iter()
-                            .map(|job| pb::CompleteJobRequest {
-                                job_key: job.job_key,
-                                variables: Default::default(),
-                            })
-                            .collect();
                         let answered = client
-                            .complete_jobs(keyed(pb::CompleteJobsRequest { jobs }))
+                            .complete_jobs(keyed(complete_all(response.jobs)))
                             .await?
                             .into_inner();
                         if let Some(refused) = answered.results.iter().find(|r| !r.success) {

@@ -66,15 +66,8 @@ async fn wait_for_fired(server: &TestServer, id: &Value, count: u64) -> Value {
 /// The scheduled times (from the `jobhost-scheduled-at` header) of every job of a type, oldest
 /// first.
 async fn scheduled_times(http_url: &str, job_type: &str) -> Vec<String> {
-    let client = jobhost::client::RestClient::new(http_url, Some(ADMIN_KEY.into()));
-    let path = format!("/api/v1/jobs?type={job_type}&page_size=100&sort_order=asc");
-    let data = client
-        .call(reqwest::Method::GET, &path, None)
+    jobs_of_type(http_url, job_type)
         .await
-        .expect("jobs listed");
-    data["jobs"]
-        .as_array()
-        .expect("jobs")
         .iter()
         .map(|job| {
             job["custom_headers"]["jobhost-scheduled-at"]
@@ -404,18 +397,22 @@ async fn a_fire_whose_idempotency_key_a_job_holds_creates_nothing() {
 
 /// The keys of every job of a type, oldest first.
 async fn job_keys(server: &TestServer, job_type: &str) -> Vec<Value> {
-    let path = format!("/api/v1/jobs?type={job_type}&page_size=100&sort_order=asc");
-    let data = server
-        .rest(ADMIN_KEY)
-        .call(reqwest::Method::GET, &path, None)
+    jobs_of_type(&server.http_url(), job_type)
         .await
-        .expect("jobs listed");
-    data["jobs"]
-        .as_array()
-        .expect("jobs")
         .iter()
         .map(|job| job["job_key"].clone())
         .collect()
+}
+
+/// Every job of a type (up to 100), oldest first, as the REST listing shows them.
+async fn jobs_of_type(http_url: &str, job_type: &str) -> Vec<Value> {
+    let client = jobhost::client::RestClient::new(http_url, Some(ADMIN_KEY.into()));
+    let path = format!("/api/v1/jobs?type={job_type}&page_size=100&sort_order=asc");
+    let data = client
+        .call(reqwest::Method::GET, &path, None)
+        .await
+        .expect("jobs listed");
+    data["jobs"].as_array().expect("jobs").clone()
 }
 
 #[tokio::test]

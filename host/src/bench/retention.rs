@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tonic::transport::Channel;
 
-use super::{BenchError, Client, KEY, keyed};
+use super::{BenchError, Client, KEY, complete_all, keyed};
 use crate::api::grpc::pb;
 use crate::api::grpc::pb::jobs_service_client::JobsServiceClient;
 use crate::server::{Config, start};
@@ -159,16 +159,8 @@ async fn work_until(
         let mut stream = client.activate_jobs(keyed(request)).await?.into_inner();
         while let Some(response) = stream.message().await? {
             let count = response.jobs.len() as u64;
-            let jobs = response
-                .jobs
-                .into_iter()
-                .map(|job| pb::CompleteJobRequest {
-                    job_key: job.job_key,
-                    variables: Default::default(),
-                })
-                .collect();
             client
-                .complete_jobs(keyed(pb::CompleteJobsRequest { jobs }))
+                .complete_jobs(keyed(complete_all(response.jobs)))
                 .await?;
             completed.fetch_add(count, Ordering::Relaxed);
         }
