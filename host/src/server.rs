@@ -399,7 +399,13 @@ async fn serve_grpc(
     let jobs = pb::jobs_service_server::JobsServiceServer::new(GrpcJobs::new(service))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES * 4);
-    let mut builder = tonic::transport::Server::builder();
+    // HTTP/2 flow control as measured in docs/benchmarks.md ("HTTP/2 settings"): windows of
+    // 1 MiB and 16 KiB frames without BDP probing; the adaptive window and 1 MiB frames cost
+    // CPU per job, and larger windows bought nothing.
+    let mut builder = tonic::transport::Server::builder()
+        .initial_stream_window_size(H2_WINDOW_BYTES)
+        .initial_connection_window_size(H2_WINDOW_BYTES)
+        .http2_adaptive_window(Some(false));
     if let Some(tls) = tls {
         builder = builder
             .tls_config(tls.grpc())
@@ -417,6 +423,9 @@ async fn serve_grpc(
         .await
         .map_err(|e| ServerError::Grpc(e.to_string()))
 }
+
+/// HTTP/2 stream and connection window of the gRPC server.
+const H2_WINDOW_BYTES: u32 = 1024 * 1024;
 
 async fn stopped(mut stopping: watch::Receiver<bool>) {
     let _ = stopping.wait_for(|stop| *stop).await;

@@ -162,6 +162,37 @@ async fn follow_up_jobs_appear_with_the_completion() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_ups_with_one_idempotency_key_are_created_once_across_parents() {
+    let server = TestServer::start().await;
+    server
+        .deploy(ADMIN_KEY, "fanout", "type=split&tenant=acme")
+        .await
+        .unwrap();
+    let mut client = server.client().await;
+    let variables = r#"{"next_type":"part","count":2,"once":"report-9"}"#;
+    let first = create_in(&mut client, "acme", "split", variables).await;
+    assert_eq!(finished(&server, &first).await["state"], "completed");
+    let second = create_in(&mut client, "acme", "split", variables).await;
+    assert_eq!(finished(&server, &second).await["state"], "completed");
+    let parts = ListJobsRequest {
+        r#type: "part".into(),
+        ..Default::default()
+    };
+    let parts = client
+        .list_jobs(admin(parts))
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs;
+    assert_eq!(parts.len(), 2, "the second parent created no follow-up");
+    let parents: Vec<Value> = parts
+        .iter()
+        .map(|p| serde_json::from_str::<Value>(&p.variables).unwrap()["parent"].clone())
+        .collect();
+    assert_eq!(parents, [first.as_str(), first.as_str()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retryable_failure_is_retried_with_backoff_then_succeeds() {
     let server = TestServer::start().await;
     server

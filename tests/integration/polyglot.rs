@@ -135,9 +135,9 @@ fn assemble_wit(dir: &Path) {
     // wasi:http imports its fetch() needs on its own.
     let worlds = format!(
         "package jobhost:polyglot;\n\n\
-         world python-handler {{\n    include jobhost:plugin/job-handler@0.1.0;\n    \
+         world python-handler {{\n    include jobhost:plugin/job-handler@0.2.0;\n    \
          import wasi:http/outgoing-handler@{version};\n}}\n\n\
-         world javascript-handler {{\n    include jobhost:plugin/job-handler@0.1.0;\n}}\n"
+         world javascript-handler {{\n    include jobhost:plugin/job-handler@0.2.0;\n}}\n"
     );
     std::fs::write(dir.join("polyglot.wit"), worlds).expect("world written");
 }

@@ -86,3 +86,15 @@ pub fn check_custom_headers(
     }
     Ok(())
 }
+
+/// Checks an idempotency key (present: non-empty) against the limits; answers why it is
+/// refused. Stored keys join tenant, type and key with NULs, so a key holds none.
+pub fn check_idempotency_key(key: &str) -> Result<(), String> {
+    if key.is_empty() || key.len() > MAX_NAME_BYTES || key.contains('\0') {
+        return Err(format!(
+            "idempotency_key must be 1-{MAX_NAME_BYTES} bytes without NUL, got {} bytes",
+            key.len()
+        ));
+    }
+    Ok(())
+}

@@ -8,6 +8,7 @@
 //! [`Capabilities`], runs as a future that yields at every epoch tick, and ends at its
 //! deadline, on an interrupt, or on a trap, never taking the host down.
 
+mod compat;
 mod http;
 mod keyvalue;
 mod output;
@@ -101,10 +102,37 @@ pub enum CodeSource {
 
 /// A component ready to be instantiated for attempts.
 pub struct CompiledHandler {
-    pre: JobHandlerPre<AttemptState>,
+    pre: HandlerPre,
     component: Component,
     pub source: CodeSource,
     pub load_time: Duration,
+}
+
+/// A component pre-instantiated as the version of the contract it was built against.
+enum HandlerPre {
+    Current(JobHandlerPre<AttemptState>),
+    V0_1(compat::JobHandlerPre<AttemptState>),
+}
+
+impl HandlerPre {
+    /// Instantiates the component in `store` and calls its `handle`.
+    async fn handle(
+        &self,
+        store: &mut Store<AttemptState>,
+        job: wit::Job,
+    ) -> wasmtime::Result<wit::Outcome> {
+        match self {
+            HandlerPre::Current(pre) => {
+                let instance = pre.instantiate_async(&mut *store).await?;
+                instance.call_handle(store, &job).await
+            }
+            HandlerPre::V0_1(pre) => {
+                let instance = pre.instantiate_async(&mut *store).await?;
+                let outcome = instance.call_handle(store, &compat::job(job)).await?;
+                Ok(compat::outcome(outcome))
+            }
+        }
+    }
 }
 
 /// The job as the handler sees it.
@@ -206,6 +234,8 @@ pub struct FollowUpRequest {
     pub job_type: String,
     pub variables: String,
     pub delay_ms: u64,
+    /// Created only if no job of its type and tenant holds this key.
+    pub idempotency_key: Option<String>,
 }
 
 /// How an attempt ended.
@@ -398,6 +428,7 @@ impl Runtime {
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(engine_error)?;
         JobHandler::add_to_linker::<AttemptState, HasSelf<AttemptState>>(&mut linker, |s| s)
             .map_err(engine_error)?;
+        compat::add_to_linker(&mut linker).map_err(engine_error)?;
 
         let ticker = engine.weak();
         std::thread::Builder::new()
@@ -462,10 +493,7 @@ impl Runtime {
         })
     }
 
-    fn prepare(
-        &self,
-        component: &Component,
-    ) -> Result<JobHandlerPre<AttemptState>, ComponentError> {
+    fn prepare(&self, component: &Component) -> Result<HandlerPre, ComponentError> {
         for (name, _) in component.component_type().imports(&self.engine) {
             if !offered(name) {
                 return Err(ComponentError::UnknownImport(name.to_string()));
@@ -475,7 +503,13 @@ impl Runtime {
             .linker
             .instantiate_pre(component)
             .map_err(|e| ComponentError::UnknownImport(format!("{e:#}")))?;
-        JobHandlerPre::new(pre).map_err(|e| ComponentError::WrongWorld(format!("{e:#}")))
+        match JobHandlerPre::new(pre.clone()) {
+            Ok(current) => Ok(HandlerPre::Current(current)),
+            // What is wrong is told against the current contract, the one to build against.
+            Err(error) => compat::JobHandlerPre::new(pre)
+                .map(HandlerPre::V0_1)
+                .map_err(|_| ComponentError::WrongWorld(format!("{error:#}"))),
+        }
     }
 
     /// Loads a component, from the compiled-code cache when it holds it (compiling, checking
@@ -579,12 +613,7 @@ impl Runtime {
             Interrupted(InterruptReason),
         }
         let ended = {
-            let call = async {
-                let instance = handler.pre.instantiate_async(&mut store).await?;
-                instance
-                    .call_handle(&mut store, &wit::Job::from(input))
-                    .await
-            };
+            let call = handler.pre.handle(&mut store, wit::Job::from(input));
             tokio::select! {
                 result = call => Ended::Returned(result),
                 // Epochs stop guest code; this also stops a guest blocked in a host call.
@@ -730,6 +759,7 @@ fn convert(outcome: wit::Outcome) -> AttemptOutcome {
                     job_type: f.job_type,
                     variables: f.variables,
                     delay_ms: f.delay_ms,
+                    idempotency_key: f.idempotency_key,
                 })
                 .collect(),
             status: completion.status,

@@ -201,6 +201,53 @@ async fn follow_ups_and_status_come_back_with_the_completion() {
     assert_eq!(status.as_deref(), Some("fanned-out"));
 }
 
+#[tokio::test]
+async fn follow_ups_carry_the_idempotency_keys_the_handler_gave_them() {
+    let result = run(
+        "fanout",
+        r#"{"next_type":"child","count":2,"once":"batch-7"}"#,
+        limits(5_000),
+    )
+    .await;
+    let AttemptOutcome::Completed { follow_ups, .. } = result.outcome else {
+        panic!("not completed: {:?}", result.outcome);
+    };
+    let keys: Vec<_> = follow_ups
+        .iter()
+        .map(|f| f.idempotency_key.as_deref())
+        .collect();
+    assert_eq!(keys, [Some("batch-7-0"), Some("batch-7-1")]);
+}
+
+#[tokio::test]
+async fn a_handler_built_against_the_0_1_contract_still_runs() {
+    let result = run("contract_0_1", "{}", limits(5_000)).await;
+    let AttemptOutcome::Completed {
+        variables,
+        follow_ups,
+        status,
+    } = result.outcome
+    else {
+        panic!("not completed: {:?}", result.outcome);
+    };
+    assert_eq!(variables, r#"{"contract":"0.1.0"}"#);
+    assert_eq!(status.as_deref(), Some("old"));
+    assert_eq!(
+        follow_ups,
+        [FollowUpRequest {
+            job_type: "next".into(),
+            variables: r#"{"parent":"7"}"#.into(),
+            delay_ms: 0,
+            idempotency_key: None,
+        }]
+    );
+    assert!(
+        result.output.contains("[info] job 7 on the 0.1.0 contract"),
+        "{}",
+        result.output
+    );
+}
+
 #[test]
 fn uploads_that_are_not_handlers_are_rejected_precisely() {
     let runtime = runtime(None);

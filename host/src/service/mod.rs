@@ -375,13 +375,10 @@ impl JobService {
         }
         let idempotency_key = match request.idempotency_key.as_str() {
             "" => None,
-            key if key.len() > limits::MAX_NAME_BYTES || key.contains('\0') => {
-                return Err(invalid(format!(
-                    "idempotency_key must be 1-{} bytes without NUL",
-                    limits::MAX_NAME_BYTES
-                )));
+            key => {
+                limits::check_idempotency_key(key).map_err(invalid)?;
+                Some(key.to_string())
             }
-            key => Some(key.to_string()),
         };
         Ok(NewJob {
             tenant,

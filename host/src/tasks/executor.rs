@@ -473,13 +473,19 @@ fn completion(
     } else {
         variables
     };
-    let mut result = match serde_json::from_str::<serde_json::Value>(text) {
-        Ok(serde_json::Value::Object(map)) => map,
-        _ => return Err("the handler's result variables are not a JSON object".into()),
-    };
-    if let Some(status) = status {
-        result.insert("status".into(), serde_json::Value::String(status));
+    if !is_json_object(text) {
+        return Err("the handler's result variables are not a JSON object".into());
     }
+    let result = match status {
+        // Checked, and stored as the handler wrote it: no parse into a tree and back.
+        None => text.to_string(),
+        Some(status) => {
+            let mut result: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(text).map_err(|e| e.to_string())?;
+            result.insert("status".into(), serde_json::Value::String(status));
+            serde_json::Value::Object(result).to_string()
+        }
+    };
     if follow_ups.len() > crate::job::limits::MAX_FOLLOW_UPS {
         return Err(format!(
             "the handler asked for {} follow-up jobs; at most {} are created",
@@ -494,14 +500,15 @@ fn completion(
         if job_type.is_empty() || job_type.len() > crate::job::limits::MAX_NAME_BYTES {
             return Err(format!("follow-up job type '{job_type}' is not valid"));
         }
-        let variables = match serde_json::from_str::<serde_json::Value>(&follow_up.variables) {
-            Ok(value @ serde_json::Value::Object(_)) => value.to_string(),
-            _ => {
-                return Err(format!(
-                    "the variables of follow-up '{job_type}' are not a JSON object"
-                ));
-            }
-        };
+        if !is_json_object(&follow_up.variables) {
+            return Err(format!(
+                "the variables of follow-up '{job_type}' are not a JSON object"
+            ));
+        }
+        if let Some(key) = &follow_up.idempotency_key {
+            crate::job::limits::check_idempotency_key(key)
+                .map_err(|why| format!("follow-up '{job_type}': {why}"))?;
+        }
         jobs.push(NewJob {
             tenant: tenant.to_string(),
             job_type: job_type.to_string(),
@@ -509,11 +516,88 @@ fn completion(
             retries: crate::job::limits::DEFAULT_RETRIES,
             run_at: (follow_up.delay_ms > 0).then(|| now + follow_up.delay_ms as i64),
             payload: JobPayload {
-                variables,
+                variables: follow_up.variables,
                 ..JobPayload::default()
             },
-            idempotency_key: None,
+            idempotency_key: follow_up.idempotency_key,
         });
     }
-    Ok((serde_json::Value::Object(result).to_string(), jobs))
+    Ok((result, jobs))
+}
+
+/// Whether `text` is one JSON object, checked without building it.
+fn is_json_object(text: &str) -> bool {
+    text.trim_start().starts_with('{')
+        && serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::completion;
+    use crate::runtime::FollowUpRequest;
+
+    fn follow_up(variables: &str, idempotency_key: Option<&str>) -> FollowUpRequest {
+        FollowUpRequest {
+            job_type: "next".into(),
+            variables: variables.into(),
+            delay_ms: 0,
+            idempotency_key: idempotency_key.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn result_variables_are_kept_as_the_handler_wrote_them() {
+        let (result, _) = completion(r#"{ "n": 1 }"#, None, Vec::new(), "t").unwrap();
+        assert_eq!(result, r#"{ "n": 1 }"#);
+    }
+
+    #[test]
+    fn empty_result_variables_are_an_empty_object() {
+        let (result, _) = completion("  ", None, Vec::new(), "t").unwrap();
+        assert_eq!(result, "{}");
+    }
+
+    #[test]
+    fn a_status_is_added_to_the_result_variables() {
+        let (result, _) =
+            completion(r#"{"n":1}"#, Some("partial".into()), Vec::new(), "t").unwrap();
+        let result: serde_json::Value = serde_json::from_str(&result).unwrap();
+        assert_eq!(result, serde_json::json!({"n": 1, "status": "partial"}));
+    }
+
+    #[test]
+    fn result_variables_that_are_not_one_json_object_are_refused() {
+        for bad in ["[1]", "7", r#"{"n":1} {}"#, r#"{"n":"#] {
+            assert!(completion(bad, None, Vec::new(), "t").is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn follow_ups_keep_their_variables_and_idempotency_keys() {
+        let (_, jobs) = completion(
+            "{}",
+            None,
+            vec![follow_up(r#"{"i":0}"#, Some("once-0"))],
+            "acme",
+        )
+        .unwrap();
+        assert_eq!(jobs[0].tenant, "acme");
+        assert_eq!(jobs[0].payload.variables, r#"{"i":0}"#);
+        assert_eq!(jobs[0].idempotency_key.as_deref(), Some("once-0"));
+    }
+
+    #[test]
+    fn a_follow_up_whose_idempotency_key_is_unusable_fails_the_completion() {
+        let long = "k".repeat(crate::job::limits::MAX_NAME_BYTES + 1);
+        for key in ["", "a\0b", long.as_str()] {
+            let error = completion("{}", None, vec![follow_up("{}", Some(key))], "t").unwrap_err();
+            assert!(error.contains("idempotency_key"), "{error}");
+        }
+    }
+
+    #[test]
+    fn a_follow_up_whose_variables_are_not_an_object_fails_the_completion() {
+        let error = completion("{}", None, vec![follow_up("[]", None)], "t").unwrap_err();
+        assert!(error.contains("not a JSON object"), "{error}");
+    }
 }

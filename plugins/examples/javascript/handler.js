@@ -9,7 +9,7 @@
 // their functions into plain JavaScript ones that return the `ok` value of a WIT `result`
 // and throw an error whose `payload` is its `err` value.
 
-import { log } from 'jobhost:plugin/host@0.1.0';
+import { log } from 'jobhost:plugin/host@0.2.0';
 import { get as getConfig } from 'wasi:config/store@0.2.0-rc.1';
 import { open } from 'wasi:keyvalue/store@0.2.0-draft2';
 import { increment } from 'wasi:keyvalue/atomics@0.2.0-draft2';

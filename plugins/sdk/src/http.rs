@@ -55,7 +55,10 @@ impl Response {
         if self.is_success() {
             Ok(self)
         } else {
-            let preview: String = String::from_utf8_lossy(&self.body).chars().take(200).collect();
+            let preview: String = String::from_utf8_lossy(&self.body)
+                .chars()
+                .take(200)
+                .collect();
             Err(format!("HTTP {}: {preview}", self.status).into())
         }
     }
@@ -178,7 +181,10 @@ fn resolve(base: &str, location: &str) -> Result<String> {
         .next()
         .and_then(|path| path.rsplit_once('/'))
         .map_or("", |(directory, _)| directory);
-    Ok(format!("{scheme}://{}{directory}/{location}", base.authority))
+    Ok(format!(
+        "{scheme}://{}{directory}/{location}",
+        base.authority
+    ))
 }
 
 fn method(name: &str) -> Method {
@@ -237,7 +243,8 @@ fn send_once(
                 .map_err(|e| format!("{method_name} {url}: writing the body: {e:?}"))?;
         }
     }
-    OutgoingBody::finish(outgoing, None).map_err(|code| format!("{method_name} {url}: {code:?}"))?;
+    OutgoingBody::finish(outgoing, None)
+        .map_err(|code| format!("{method_name} {url}: {code:?}"))?;
     pending.subscribe().block();
     let response = pending
         .get()
@@ -246,7 +253,9 @@ fn send_once(
         .map_err(|code| format!("{method_name} {url}: {code:?}"))?;
     let status = response.status();
     let headers = response.headers().entries();
-    let incoming = response.consume().map_err(|()| "the body was taken twice")?;
+    let incoming = response
+        .consume()
+        .map_err(|()| "the body was taken twice")?;
     let mut bytes = Vec::new();
     {
         let stream = incoming.stream().map_err(|()| "the body was taken twice")?;

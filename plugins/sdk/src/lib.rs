@@ -208,27 +208,59 @@ pub struct Completion {
 impl Completion {
     /// Creates a job of `job_type` in the same tenant when this one completes.
     pub fn follow_up(self, job_type: impl Into<String>, variables: impl Serialize) -> Completion {
-        self.follow_up_after(job_type, variables, 0)
+        self.with(FollowUp::new(job_type, variables))
     }
 
     /// Like [`Completion::follow_up`], activatable `delay_ms` after the completion.
     pub fn follow_up_after(
-        mut self,
+        self,
         job_type: impl Into<String>,
         variables: impl Serialize,
         delay_ms: u64,
     ) -> Completion {
-        self.inner.follow_ups.push(types::FollowUp {
-            job_type: job_type.into(),
-            variables: json_text(variables),
-            delay_ms,
-        });
+        self.with(FollowUp::new(job_type, variables).delay_ms(delay_ms))
+    }
+
+    /// Creates `follow_up` when this job completes.
+    pub fn with(mut self, follow_up: FollowUp) -> Completion {
+        self.inner.follow_ups.push(follow_up.inner);
         self
     }
 
     /// Records a custom status word with the result (as the result variable `status`).
     pub fn status(mut self, status: impl Into<String>) -> Completion {
         self.inner.status = Some(status.into());
+        self
+    }
+}
+
+/// A job created together with a completion, in the completed job's tenant.
+pub struct FollowUp {
+    inner: types::FollowUp,
+}
+
+impl FollowUp {
+    pub fn new(job_type: impl Into<String>, variables: impl Serialize) -> FollowUp {
+        FollowUp {
+            inner: types::FollowUp {
+                job_type: job_type.into(),
+                variables: json_text(variables),
+                delay_ms: 0,
+                idempotency_key: None,
+            },
+        }
+    }
+
+    /// Not activatable before `delay_ms` after the completion.
+    pub fn delay_ms(mut self, delay_ms: u64) -> FollowUp {
+        self.inner.delay_ms = delay_ms;
+        self
+    }
+
+    /// Created only if no job of its type in the tenant holds `key` (while that job or its
+    /// record exists): a follow-up that several jobs ask for is created once.
+    pub fn idempotency_key(mut self, key: impl Into<String>) -> FollowUp {
+        self.inner.idempotency_key = Some(key.into());
         self
     }
 }

@@ -426,10 +426,12 @@ impl JobStore for SledStore {
                 codec::decode(&bytes)?
             }
         };
-        Ok(Some(Job {
-            record,
-            payload: self.payload(id)?,
-        }))
+        match self.payload(id) {
+            Ok(payload) => Ok(Some(Job { record, payload })),
+            // Retention deleted the job between the two reads: it is gone, not corrupt.
+            Err(_) if !self.jobs.contains_key(record_key(id)).map_err(io)? => Ok(None),
+            Err(error) => Err(error),
+        }
     }
 
     fn list(&self, query: &ListQuery) -> Result<ListPage, StoreError> {
