@@ -222,6 +222,12 @@ struct ServeArgs {
     http: HttpArgs,
     #[command(flatten)]
     retention: RetentionArgs,
+    /// Memory, in MiB, of the embedded store's page cache: more keeps more of a large store
+    /// in memory (a smaller cache does not lower the server's peak memory; see
+    /// docs/benchmarks.md).
+    #[arg(long, env = "JOBHOST_STORE_CACHE_MB", value_parser = clap::value_parser!(u64).range(1..=1_048_576),
+          default_value_t = jobhost::store::DEFAULT_CACHE_BYTES / (1024 * 1024))]
+    store_cache_mb: u64,
 }
 
 /// How long finished jobs are kept; by default, for ever.
@@ -880,6 +886,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.shutdown_grace = std::time::Duration::from_millis(args.shutdown_grace_ms);
     config.http = args.http.settings()?;
     config.retention = args.retention.policy()?;
+    config.store_cache_bytes = args.store_cache_mb * 1024 * 1024;
     if config.admin_key.as_deref().is_none_or(str::is_empty) {
         tracing::warn!("JOBHOST_ADMIN_KEY is not set: only keys created earlier can call");
     }

@@ -68,6 +68,8 @@ pub struct Config {
     pub http: HttpSettings,
     /// How long finished jobs are kept.
     pub retention: RetentionPolicy,
+    /// Memory the embedded store may use for its page cache.
+    pub store_cache_bytes: u64,
 }
 
 impl Config {
@@ -89,6 +91,7 @@ impl Config {
             tls: None,
             http: HttpSettings::default(),
             retention: RetentionPolicy::default(),
+            store_cache_bytes: crate::store::DEFAULT_CACHE_BYTES,
         }
     }
 }
@@ -177,8 +180,9 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     let dir = config.data_dir.clone();
     let metrics = Arc::new(Metrics::default());
     let store_metrics = metrics.clone();
+    let cache_bytes = config.store_cache_bytes;
     let store =
-        tokio::task::spawn_blocking(move || SledStore::open_with_metrics(&dir, store_metrics))
+        tokio::task::spawn_blocking(move || SledStore::open_with(&dir, store_metrics, cache_bytes))
             .await
             .map_err(|e| StoreError::Io(e.to_string()))??;
     let store: Arc<dyn JobStore> = Arc::new(store);

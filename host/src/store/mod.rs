@@ -26,7 +26,7 @@ pub mod index;
 mod properties;
 mod sled_store;
 
-pub use sled_store::{SledLoader, SledStore};
+pub use sled_store::{DEFAULT_CACHE_BYTES, SledLoader, SledStore};
 
 use crate::kv::{KvBucket, KvError, KvKey, KvKeys, KvLimits, KvOp, KvOutcome};
 use crate::retention::RetentionPolicy;

@@ -37,8 +37,8 @@ use crate::trigger::{TriggerId, TriggerRecord};
 /// Audit entries one page reads at most before answering with what it found so far.
 const AUDIT_SCAN_PER_PAGE: usize = 20_000;
 
-/// Memory sled may use for its page cache.
-const CACHE_BYTES: u64 = 512 * 1024 * 1024;
+/// Memory sled may use for its page cache, unless the server is told otherwise.
+pub const DEFAULT_CACHE_BYTES: u64 = 512 * 1024 * 1024;
 
 /// sled's own tree, which the store does not use.
 const SLED_DEFAULT_TREE: &[u8] = b"__sled__default";
@@ -80,7 +80,17 @@ impl SledStore {
 
     /// Opens the store, counting job transitions into `metrics`.
     pub fn open_with_metrics(dir: &Path, metrics: Arc<Metrics>) -> Result<SledStore, StoreError> {
-        let db = open_when_free(dir)?;
+        SledStore::open_with(dir, metrics, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Opens the store with a page cache of `cache_bytes`, counting job transitions into
+    /// `metrics`.
+    pub fn open_with(
+        dir: &Path,
+        metrics: Arc<Metrics>,
+        cache_bytes: u64,
+    ) -> Result<SledStore, StoreError> {
+        let db = open_when_free(dir, cache_bytes)?;
         let jobs = db.open_tree("jobs").map_err(io)?;
         let api_keys = db.open_tree("api_keys").map_err(io)?;
         let handlers = db.open_tree("handlers").map_err(io)?;
@@ -191,12 +201,12 @@ const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Opens the database, waiting a little while another server (one that is just stopping)
 /// still holds the directory's lock.
-fn open_when_free(dir: &Path) -> Result<sled::Db, StoreError> {
+fn open_when_free(dir: &Path, cache_bytes: u64) -> Result<sled::Db, StoreError> {
     let started = std::time::Instant::now();
     loop {
         let opened = sled::Config::new()
             .path(dir)
-            .cache_capacity(CACHE_BYTES)
+            .cache_capacity(cache_bytes)
             .mode(sled::Mode::HighThroughput)
             .open();
         match opened {

@@ -286,7 +286,7 @@ impl SledLoader {
     /// Opens `dir` for loading. A store that holds records already is refused, or with
     /// `replace` emptied first; either way one in use by a server is refused.
     pub fn open(dir: &Path, replace: bool) -> Result<SledLoader, StoreError> {
-        let db = super::open_when_free(dir)?;
+        let db = super::open_when_free(dir, super::DEFAULT_CACHE_BYTES)?;
         for name in db.tree_names() {
             if name == super::SLED_DEFAULT_TREE {
                 continue;
