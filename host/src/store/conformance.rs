@@ -52,6 +52,8 @@ macro_rules! suite {
             an_audit_reading_pages_and_filters_within_its_scope,
             follow_ups_and_attempt_logs_are_written_with_the_event,
             a_refused_event_writes_no_extras,
+            the_log_of_an_attempt_after_which_the_job_stays_open_is_listed,
+            attempt_logs_survive_a_finished_job_being_reopened_and_the_store_reopened,
             handlers_and_components_are_stored_and_removed,
             secrets_are_kept_per_tenant_and_survive_a_reopen,
             kv_entries_are_kept_per_tenant_and_bucket_and_survive_a_reopen,
@@ -682,6 +684,74 @@ pub async fn follow_ups_and_attempt_logs_are_written_with_the_event(open: Open, 
     request.scope = TenantScope::only(["acme"]);
     let follow_ups = store.activate(request).await.unwrap();
     assert_eq!(follow_ups.len(), 2, "follow-ups belong to the job's tenant");
+}
+
+fn fail_with(lease: u32, retries: i32) -> Event {
+    Event::Fail {
+        lease: Some(lease),
+        retries,
+        backoff_ms: 0,
+        error: "boom".into(),
+    }
+}
+
+fn with_attempt(attempt: u32) -> Extras {
+    Extras {
+        follow_ups: Vec::new(),
+        attempt: Some(attempt_log(attempt)),
+    }
+}
+
+pub async fn the_log_of_an_attempt_after_which_the_job_stays_open_is_listed(
+    open: Open,
+    dir: &Path,
+) {
+    let store = open(dir);
+    let id = create(&store, new_job("t", "default")).await;
+    store.activate(activation("t", 1)).await.unwrap();
+    store
+        .apply_with(id, TenantScope::All, fail_with(1, 2), with_attempt(1))
+        .await
+        .unwrap();
+    assert_eq!(state_of(&store, id).await, JobState::Activatable);
+    assert_eq!(store.attempts(id).unwrap(), vec![attempt_log(1)]);
+}
+
+pub async fn attempt_logs_survive_a_finished_job_being_reopened_and_the_store_reopened(
+    open: Open,
+    dir: &Path,
+) {
+    let id = {
+        let store = open(dir);
+        let id = create(&store, new_job("t", "default")).await;
+        store.activate(activation("t", 1)).await.unwrap();
+        store
+            .apply_with(id, TenantScope::All, fail_with(1, 0), with_attempt(1))
+            .await
+            .unwrap();
+        assert_eq!(state_of(&store, id).await, JobState::Failed);
+        assert_eq!(store.attempts(id).unwrap(), vec![attempt_log(1)]);
+        let revive = Event::UpdateRetries { retries: 1 };
+        store.apply(id, TenantScope::All, revive).await.unwrap();
+        assert_eq!(store.attempts(id).unwrap(), vec![attempt_log(1)]);
+        store.activate(activation("t", 1)).await.unwrap();
+        let complete = Event::Complete {
+            lease: Some(2),
+            result: "{}".into(),
+        };
+        store
+            .apply_with(id, TenantScope::All, complete, with_attempt(2))
+            .await
+            .unwrap();
+        store.close().await.unwrap();
+        id
+    };
+    let store = open(dir);
+    assert_eq!(state_of(&store, id).await, JobState::Completed);
+    assert_eq!(
+        store.attempts(id).unwrap(),
+        vec![attempt_log(1), attempt_log(2)]
+    );
 }
 
 pub async fn a_refused_event_writes_no_extras(open: Open, dir: &Path) {
