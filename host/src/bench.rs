@@ -119,6 +119,9 @@ pub struct BenchReport {
     pub wake_p50_ms: f64,
     pub wake_p99_ms: f64,
     pub wake_max_ms: f64,
+    /// Peak resident memory of the process the server ran in, at the end of the figures: the
+    /// bench process itself (server and clients) unless the server had its own.
+    pub peak_rss_mib: f64,
     /// The wake-up measured from the create's acknowledgement instead of its sending.
     pub wake_after_ack_p50_ms: f64,
     pub wake_after_ack_p99_ms: f64,
@@ -548,6 +551,8 @@ pub async fn run(options: BenchOptions) -> Result<BenchReport, BenchError> {
     let (idle_cpu_percent, idle_triggers_cpu_percent) =
         idle_trigger_cpu(rest, options.idle_triggers, started.server.pid()).await?;
     wake_after_ack.sort_by(f64::total_cmp);
+    let peak_rss_mib = process::usage(started.server.pid())
+        .map_or(0.0, |usage| usage.peak_rss_bytes as f64 / (1024.0 * 1024.0));
     let report = BenchReport {
         server: match options.placement {
             ServerPlacement::InProcess => "in-process",
@@ -566,6 +571,7 @@ pub async fn run(options: BenchOptions) -> Result<BenchReport, BenchError> {
         wake_p50_ms: ours.wake_p50_ms,
         wake_p99_ms: ours.wake_p99_ms,
         wake_max_ms,
+        peak_rss_mib,
         wake_after_ack_p50_ms: quantile(&wake_after_ack, 0.5),
         wake_after_ack_p99_ms: quantile(&wake_after_ack, 0.99),
         wasm_jobs_per_second: ours.handler_jobs_per_second,
@@ -1035,6 +1041,7 @@ impl BenchReport {
              trigger fire late p50 / max    {:.0} / {:.0} ms\n\
              idle CPU, no triggers          {:.2} % of a core\n\
              idle CPU, {} triggers       {:.2} % of a core\n\
+             peak RSS, server's process     {:.0} MiB ({})\n\
              tenant alone: created->completed p50 / p99        {:.0} / {:.0} ms\n\
              beside a hostile tenant: p50 / p99                {:.0} / {:.0} ms ({} hostile attempts ended meanwhile, {} before)",
             match self.server {
@@ -1068,6 +1075,12 @@ impl BenchReport {
             self.idle_cpu_percent,
             self.idle_triggers,
             self.idle_triggers_cpu_percent,
+            self.peak_rss_mib,
+            if self.server == "in-process" {
+                "the bench process: server and clients"
+            } else {
+                "the server alone"
+            },
             self.hostile.alone_p50_ms,
             self.hostile.alone_p99_ms,
             self.hostile.beside_hostile_p50_ms,

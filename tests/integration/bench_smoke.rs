@@ -42,6 +42,7 @@ fn assert_every_figure(report: &serde_json::Value) {
         "wasm_jobs_per_second",
         "sandbox_p50_us",
         "batch_create_jobs_per_second",
+        "peak_rss_mib",
     ] {
         let value = report[figure].as_f64().unwrap_or(0.0);
         assert!(value > 0.0, "{figure} is {value} in {report}");
