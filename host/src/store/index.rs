@@ -2,9 +2,10 @@
 //! milliseconds however many jobs are stored.
 //!
 //! Jobs are grouped by (tenant, type, state, worker); each group keeps its jobs ordered by
-//! creation time. A listing picks the groups its filters allow, counts them by their sizes (or
-//! by a range of creation times), and merges the groups' orders to cut one page, so it never
-//! looks at jobs outside its filters. Jobs of a workflow instance or element are found through
+//! creation time, and a group of leased jobs also by deadline and by activation time. A listing
+//! picks the groups its filters allow, counts them by their sizes (or by a range of creation
+//! times), and merges the groups' orders to cut one page, so it never looks at jobs outside its
+//! filters. Jobs of a workflow instance or element are found through
 //! their own maps. Completions and incidents are also counted per tenant and minute for the
 //! last hour, with a histogram of durations.
 //!
@@ -66,6 +67,35 @@ struct Group {
     jobs: BTreeMap<(EpochMs, JobId), Times>,
     /// Sum of run times (finished - created) of the group's jobs, for completed groups.
     duration_sum_ms: i64,
+    /// For a group of leased jobs, the same jobs by deadline and by activation time, so that
+    /// a page in either order is merged from the groups, as one in creation order is, instead
+    /// of being selected from every matching job.
+    leases: Option<Box<LeaseOrder>>,
+}
+
+#[derive(Debug, Default)]
+struct LeaseOrder {
+    by_deadline: BTreeSet<(EpochMs, JobId)>,
+    by_activation: BTreeSet<(EpochMs, JobId)>,
+}
+
+impl LeaseOrder {
+    fn insert(&mut self, id: JobId, times: &Times) {
+        self.by_deadline.insert((times.deadline, id));
+        self.by_activation.insert((times.activated_at, id));
+    }
+
+    fn remove(&mut self, id: JobId, times: &Times) {
+        self.by_deadline.remove(&(times.deadline, id));
+        self.by_activation.remove(&(times.activated_at, id));
+    }
+
+    fn ordered(&self, sort_by: SortBy) -> &BTreeSet<(EpochMs, JobId)> {
+        match sort_by {
+            SortBy::Deadline => &self.by_deadline,
+            _ => &self.by_activation,
+        }
+    }
 }
 
 /// Completions and incidents of one tenant in one minute.
@@ -306,6 +336,9 @@ impl JobIndex {
             finished_at: job.finished_at,
         };
         new_group.jobs.insert((job.created_at, job.id), times);
+        if let Some(leases) = &mut new_group.leases {
+            leases.insert(job.id, &times);
+        }
         if job.state == JobState::Completed {
             new_group.duration_sum_ms += job.finished_at - job.created_at;
         }
@@ -340,6 +373,9 @@ impl JobIndex {
         let Some(times) = group.jobs.remove(&(entry.created_at, id)) else {
             return;
         };
+        if let Some(leases) = &mut group.leases {
+            leases.remove(id, &times);
+        }
         if group.key.state == JobState::Completed {
             group.duration_sum_ms -= times.finished_at - entry.created_at;
         }
@@ -499,6 +535,7 @@ impl JobIndex {
             key: key.clone(),
             jobs: BTreeMap::new(),
             duration_sum_ms: 0,
+            leases: (key.state == JobState::Activated).then(Box::default),
         };
         let id = match self.free_groups.pop() {
             Some(free) => {
@@ -613,6 +650,14 @@ impl JobIndex {
                 ids: Self::merge_page(&groups, range, query),
                 counts,
             }),
+            SortBy::ActivatedAt | SortBy::Deadline
+                if whole && groups.iter().all(|group| group.leases.is_some()) =>
+            {
+                ListPlan::Cut(IndexPage {
+                    ids: Self::merge_lease_page(&groups, query),
+                    counts,
+                })
+            }
             SortBy::ActivatedAt | SortBy::Deadline => ListPlan::ToCut {
                 keyed: Self::sort_keys(&groups, range, query),
                 counts,
@@ -625,6 +670,19 @@ impl JobIndex {
         let cursors = groups
             .iter()
             .map(|group| group.jobs.range(range).map(|(key, _)| *key));
+        if query.descending {
+            take_merged(cursors.map(Iterator::rev).collect(), |key| key, query)
+        } else {
+            take_merged(cursors.collect(), Reverse, query)
+        }
+    }
+
+    /// Cuts a page of leased jobs by deadline or activation time by merging the groups' orders.
+    fn merge_lease_page(groups: &[&Group], query: &ListQuery) -> Vec<JobId> {
+        let cursors = groups.iter().filter_map(|group| {
+            let leases = group.leases.as_ref()?;
+            Some(leases.ordered(query.sort_by).iter().copied())
+        });
         if query.descending {
             take_merged(cursors.map(Iterator::rev).collect(), |key| key, query)
         } else {
@@ -1195,22 +1253,78 @@ mod tests {
     }
 
     #[test]
-    fn a_page_by_deadline_is_cut_after_planning_and_a_page_by_creation_at_once() {
+    fn a_page_by_deadline_over_jobs_not_all_leased_is_cut_after_planning() {
         let mut index = JobIndex::default();
         for id in 1..=5 {
             let mut leased = job(id, "a", "t", JobState::Activated, id as i64);
             leased.deadline = 100 - id as i64;
             index.put(&leased);
         }
+        index.put(&job(6, "a", "t", JobState::Activatable, 6));
         let mut by_deadline = query();
         by_deadline.sort_by = SortBy::Deadline;
         by_deadline.descending = false;
         by_deadline.limit = 2;
         let plan = index.plan(&by_deadline);
         assert!(matches!(plan, ListPlan::ToCut { .. }));
-        assert_eq!(plan.page(&by_deadline).ids, vec![5, 4]);
+        assert_eq!(plan.page(&by_deadline).ids, vec![6, 5]);
         let mut by_creation = by_deadline.clone();
         by_creation.sort_by = SortBy::CreatedAt;
         assert!(matches!(index.plan(&by_creation), ListPlan::Cut(_)));
+    }
+
+    /// Leased jobs over several groups (tenants, workers), with ties in their times.
+    fn leased_index() -> JobIndex {
+        let mut index = JobIndex::default();
+        for id in 1..=60 {
+            let tenant = ["a", "b", "c"][id as usize % 3];
+            let mut leased = job(id, tenant, "t", JobState::Activated, id as i64);
+            leased.worker = Some(format!("w{}", id % 4));
+            leased.deadline = 1_000 + (id as i64 * 37) % 23;
+            leased.activated_at = 500 + (id as i64 * 11) % 17;
+            index.put(&leased);
+        }
+        index
+    }
+
+    #[test]
+    fn a_page_of_leased_jobs_by_deadline_or_activation_is_merged_in_the_same_order_a_cut_gives() {
+        let index = leased_index();
+        for sort_by in [SortBy::Deadline, SortBy::ActivatedAt] {
+            for descending in [false, true] {
+                for (offset, limit) in [(0, 7), (13, 10), (55, 10)] {
+                    let mut q = query();
+                    q.state = Some(JobState::Activated);
+                    q.sort_by = sort_by;
+                    q.descending = descending;
+                    q.offset = offset;
+                    q.limit = limit;
+                    let plan = index.plan(&q);
+                    assert!(matches!(plan, ListPlan::Cut(_)));
+                    let groups: Vec<&Group> = index.matching_groups(&q).collect();
+                    let mut keyed = JobIndex::sort_keys(&groups, JobIndex::created_range(&q), &q);
+                    let expected = cut(&mut keyed, &q);
+                    assert_eq!(
+                        plan.page(&q).ids,
+                        expected,
+                        "{sort_by:?} {descending} {offset}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_lease_that_ends_leaves_the_deadline_order() {
+        let mut index = leased_index();
+        let mut q = query();
+        q.state = Some(JobState::Activated);
+        q.sort_by = SortBy::Deadline;
+        q.limit = 100;
+        let first = index.list(&q).ids[0];
+        index.put(&finished(first, "a", "t", JobState::Completed, 2_000));
+        let ids = index.list(&q).ids;
+        assert_eq!(ids.len(), 59);
+        assert!(!ids.contains(&first));
     }
 }
