@@ -118,6 +118,15 @@ async fn a_handler_deployed_with_the_cli_is_listed_and_runs() {
     );
 }
 
+async fn jobs_of_type(client: &mut Client, job_type: &str) -> Vec<Job> {
+    let request = ListJobsRequest {
+        r#type: job_type.into(),
+        ..Default::default()
+    };
+    let listed = client.list_jobs(admin(request)).await.unwrap();
+    listed.into_inner().jobs
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follow_up_jobs_appear_with_the_completion() {
     let server = TestServer::start().await;
@@ -138,16 +147,7 @@ async fn follow_up_jobs_appear_with_the_completion() {
         job["execution_summary"]["result_variables"]["status"],
         "fanned-out"
     );
-    let parts = ListJobsRequest {
-        r#type: "part".into(),
-        ..Default::default()
-    };
-    let parts = client
-        .list_jobs(admin(parts))
-        .await
-        .unwrap()
-        .into_inner()
-        .jobs;
+    let parts = jobs_of_type(&mut client, "part").await;
     assert_eq!(parts.len(), 3);
     assert!(
         parts
@@ -174,16 +174,7 @@ async fn follow_ups_with_one_idempotency_key_are_created_once_across_parents() {
     assert_eq!(finished(&server, &first).await["state"], "completed");
     let second = create_in(&mut client, "acme", "split", variables).await;
     assert_eq!(finished(&server, &second).await["state"], "completed");
-    let parts = ListJobsRequest {
-        r#type: "part".into(),
-        ..Default::default()
-    };
-    let parts = client
-        .list_jobs(admin(parts))
-        .await
-        .unwrap()
-        .into_inner()
-        .jobs;
+    let parts = jobs_of_type(&mut client, "part").await;
     assert_eq!(parts.len(), 2, "the second parent created no follow-up");
     let parents: Vec<Value> = parts
         .iter()

@@ -312,6 +312,20 @@ pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_jobhost"))
 }
 
+/// What `jobhost serve` with `args` says on stderr when it refuses to start (on a fresh data
+/// directory); panics if it starts.
+pub fn serve_refusal(args: &[&str]) -> String {
+    let data = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(binary())
+        .arg("serve")
+        .args(args)
+        .env("JOBHOST_DATA_DIR", data.path())
+        .output()
+        .expect("jobhost runs");
+    assert!(!output.status.success(), "serve {args:?} started");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
 impl ServerProcess {
     /// Starts `jobhost serve` on ephemeral ports and waits until /healthz answers.
     pub fn start(data_dir: &Path) -> ServerProcess {

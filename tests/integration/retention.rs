@@ -112,12 +112,6 @@ async fn open_jobs_are_kept_whatever_the_policy() {
 
 #[test]
 fn serve_refuses_a_malformed_retention_age() {
-    let output = std::process::Command::new(binary())
-        .args(["serve", "--retain-completed", "soon"])
-        .env("JOBHOST_DATA_DIR", tempfile::tempdir().unwrap().path())
-        .output()
-        .expect("jobhost runs");
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = serve_refusal(&["--retain-completed", "soon"]);
     assert!(stderr.contains("--retain-completed"), "{stderr}");
 }

@@ -144,12 +144,6 @@ async fn sigterm_ends_waiting_polls_flushes_and_exits_zero() {
 
 #[test]
 fn serve_refuses_a_store_cache_of_zero() {
-    let output = Command::new(binary())
-        .args(["serve", "--store-cache-mb", "0"])
-        .env("JOBHOST_DATA_DIR", tempfile::tempdir().unwrap().path())
-        .output()
-        .expect("jobhost runs");
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = serve_refusal(&["--store-cache-mb", "0"]);
     assert!(stderr.contains("--store-cache-mb"), "{stderr}");
 }

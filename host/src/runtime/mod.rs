@@ -1,10 +1,11 @@
 //! The WebAssembly runtime: the only module that touches wasmtime.
 //!
 //! One [`Runtime`] holds the engine (pooling allocator, epoch interruption, fuel), the linker
-//! (WASI p2 with nothing ambient, the `jobhost:plugin/host` imports, and the capabilities a
-//! handler may be granted: `wasi:http` in [`http`], `wasi:config`, `wasi:keyvalue` in
-//! [`keyvalue`]) and a disk cache of compiled components. A [`CompiledHandler`] is a
-//! pre-instantiated component; every attempt gets a fresh `Store` with its own limits and its
+//! (WASI p2 with nothing ambient, the `jobhost:plugin/host` imports of the current contract
+//! and, in [`compat`], of earlier ones, and the capabilities a handler may be granted:
+//! `wasi:http` in [`http`], `wasi:config`, `wasi:keyvalue` in [`keyvalue`]) and a disk cache of
+//! compiled components. A [`CompiledHandler`] is a pre-instantiated component of whichever
+//! contract it was built against; every attempt gets a fresh `Store` with its own limits and its
 //! [`Capabilities`], runs as a future that yields at every epoch tick, and ends at its
 //! deadline, on an interrupt, or on a trap, never taking the host down.
 
