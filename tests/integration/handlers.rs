@@ -127,14 +127,27 @@ async fn jobs_of_type(client: &mut Client, job_type: &str) -> Vec<Job> {
     listed.into_inner().jobs
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn follow_up_jobs_appear_with_the_completion() {
+/// A server with `fanout` deployed for type `split` in tenant `acme`, and a client of it.
+async fn fanout_in_acme() -> (TestServer, Client) {
     let server = TestServer::start().await;
     server
         .deploy(ADMIN_KEY, "fanout", "type=split&tenant=acme")
         .await
         .unwrap();
-    let mut client = server.client().await;
+    let client = server.client().await;
+    (server, client)
+}
+
+/// The `parent` variable each follow-up was created with.
+fn parents_of(jobs: &[Job]) -> Vec<Value> {
+    jobs.iter()
+        .map(|job| serde_json::from_str::<Value>(&job.variables).unwrap()["parent"].clone())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_up_jobs_appear_with_the_completion() {
+    let (server, mut client) = fanout_in_acme().await;
     let key = create_in(
         &mut client,
         "acme",
@@ -154,21 +167,16 @@ async fn follow_up_jobs_appear_with_the_completion() {
             .iter()
             .all(|p| p.tenant_id == "acme" && p.state == "activatable")
     );
-    let parents: Vec<Value> = parts
-        .iter()
-        .map(|p| serde_json::from_str(&p.variables).unwrap())
-        .collect();
-    assert!(parents.iter().all(|v| v["parent"] == key.as_str()));
+    assert!(
+        parents_of(&parts)
+            .iter()
+            .all(|parent| parent == key.as_str())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follow_ups_with_one_idempotency_key_are_created_once_across_parents() {
-    let server = TestServer::start().await;
-    server
-        .deploy(ADMIN_KEY, "fanout", "type=split&tenant=acme")
-        .await
-        .unwrap();
-    let mut client = server.client().await;
+    let (server, mut client) = fanout_in_acme().await;
     let variables = r#"{"next_type":"part","count":2,"once":"report-9"}"#;
     let first = create_in(&mut client, "acme", "split", variables).await;
     assert_eq!(finished(&server, &first).await["state"], "completed");
@@ -176,11 +184,7 @@ async fn follow_ups_with_one_idempotency_key_are_created_once_across_parents() {
     assert_eq!(finished(&server, &second).await["state"], "completed");
     let parts = jobs_of_type(&mut client, "part").await;
     assert_eq!(parts.len(), 2, "the second parent created no follow-up");
-    let parents: Vec<Value> = parts
-        .iter()
-        .map(|p| serde_json::from_str::<Value>(&p.variables).unwrap()["parent"].clone())
-        .collect();
-    assert_eq!(parents, [first.as_str(), first.as_str()]);
+    assert_eq!(parents_of(&parts), [first.as_str(), first.as_str()]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -75,12 +75,7 @@ impl Drop for SledStore {
 impl SledStore {
     /// Opens (or creates) the store in `dir` and rebuilds its indexes.
     pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
-        SledStore::open_with_metrics(dir, Arc::default())
-    }
-
-    /// Opens the store, counting job transitions into `metrics`.
-    pub fn open_with_metrics(dir: &Path, metrics: Arc<Metrics>) -> Result<SledStore, StoreError> {
-        SledStore::open_with(dir, metrics, DEFAULT_CACHE_BYTES)
+        SledStore::open_with(dir, Arc::default(), DEFAULT_CACHE_BYTES)
     }
 
     /// Opens the store with a page cache of `cache_bytes`, counting job transitions into
