@@ -72,8 +72,9 @@ pub enum KvError {
     Overflow(String),
     #[error("{0}")]
     Invalid(String),
-    #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    /// Storage failed underneath; the write may be retried.
+    #[error("the key-value store failed: {0}")]
+    Unavailable(String),
 }
 
 /// Keys and bytes a tenant holds.

@@ -8,7 +8,11 @@
 //! - [`store`]: the [`store::JobStore`] trait, its sled implementation (single writer, group
 //!   commit, in-memory ready and due-time indexes rebuilt at start-up), the listing and
 //!   statistics indexes ([`store::index`]) and its conformance suite.
-//! - [`service`]: the core every API calls: validation, tenant scope, long polls.
+//! - [`service`]: the core every API and task calls: validation, tenant scope, long polls;
+//!   API keys, and handlers ([`service::handlers`]: uploading, listing, removing, their
+//!   compiled code).
+//! - [`signals`]: changes announced to the parts that keep something in memory because of
+//!   them (running attempts, the trigger scheduler).
 //! - [`trigger`]: cron and interval triggers as data; [`trigger::plan`] decides what one
 //!   firing does.
 //! - [`clock`]: the time the trigger scheduler reads (a manual one for tests).
@@ -18,7 +22,6 @@
 //! - [`kv`]: tenants' key-value buckets as a model: what each write does to a value and to
 //!   the tenant's quota.
 //! - [`manifest`]: `handler.toml`, a deployment written down (type, limits, grants).
-//! - [`registry`]: uploading, listing and removing handlers; their compiled code.
 //! - [`retention`]: how long finished jobs are kept, as a policy.
 //! - [`runtime`]: the only code that touches wasmtime: the sandbox of each attempt.
 //! - [`tasks`]: background tasks; [`tasks::executor`] runs jobs with their handlers and
@@ -48,6 +51,8 @@
 //! - [`tls`]: TLS for both listeners (certificate and key from PEM files) and the command
 //!   line's trust of a private CA.
 //! - `fuzz` (tests only): fuzz targets for everything that parses callers' input.
+//! - `layers` (tests only): the layers of these modules, and the check that no module uses
+//!   one above it and no imports go round in a circle.
 
 pub mod api;
 pub mod audit;
@@ -65,16 +70,18 @@ pub mod grants;
 pub mod handler;
 pub mod job;
 pub mod kv;
+#[cfg(test)]
+mod layers;
 pub mod manifest;
 pub mod metrics;
 pub mod quota;
 pub mod rate_limit;
-pub mod registry;
 pub mod retention;
 pub mod runtime;
 pub mod secrets;
 pub mod server;
 pub mod service;
+pub mod signals;
 pub mod store;
 pub mod tasks;
 pub mod tls;

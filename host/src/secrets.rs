@@ -9,8 +9,6 @@ use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand::RngCore;
 
-use crate::store::{JobStore, StoreError};
-
 /// The environment variable that carries the key (64 hex digits), instead of the key file.
 pub const KEY_ENV: &str = "JOBHOST_SECRET_KEY";
 /// The key file in the data directory, created on first start.
@@ -95,33 +93,6 @@ impl SecretBox {
         let mut out = nonce.to_vec();
         out.extend_from_slice(&sealed);
         out
-    }
-
-    /// The values of the named secrets of `tenant` that exist, for an attempt of a handler
-    /// granted them. A value that no longer opens (the key changed) is left out and logged.
-    pub fn open_granted(
-        &self,
-        store: &dyn JobStore,
-        tenant: &str,
-        names: &[String],
-    ) -> Result<Vec<(String, String)>, StoreError> {
-        let mut values = Vec::with_capacity(names.len());
-        for name in names {
-            let Some(record) = store.secret(tenant, name)? else {
-                continue;
-            };
-            match self
-                .open(tenant, name, &record.sealed)
-                .and_then(|bytes| String::from_utf8(bytes).ok())
-            {
-                Some(value) => values.push((name.clone(), value)),
-                None => tracing::warn!(
-                    %tenant, secret = %name,
-                    "a stored secret does not open under the server's secret key; was the key changed?"
-                ),
-            }
-        }
-        Ok(values)
     }
 
     /// Opens a sealed value; `None` when it was sealed under another key, tenant or name, or

@@ -17,21 +17,22 @@ use tonic::transport::server::TcpIncoming;
 
 use crate::api::grpc::{GrpcJobs, pb};
 use crate::api::rest;
-use crate::auth::{Auth, AuthError, Principal};
+use crate::auth::Principal;
 use crate::clock::{Clock, SystemClock};
 use crate::job::limits::MAX_MESSAGE_BYTES;
 use crate::job::{JobState, TenantScope, now_ms};
 use crate::metrics::{Gauges, Metrics, MetricsRegistry};
 use crate::quota::Quotas;
 use crate::rate_limit::RateLimit;
-use crate::registry::{Deployment, HandlerMaxima, HandlerRegistry};
 use crate::retention::RetentionPolicy;
 use crate::runtime::{Runtime, RuntimeConfig, RuntimeError};
 use crate::secrets::{SecretBox, SecretKeyError};
-use crate::service::{DEFAULT_TENANT, JobService, ServiceError, ServiceParts};
+use crate::service::handlers::{Deployment, HandlerMaxima, HandlerRegistry};
+use crate::service::{ApiKeys, DEFAULT_TENANT, JobService, ServiceError, ServiceParts};
+use crate::signals::Signals;
 use crate::store::{JobStore, SledStore, StoreError};
 use crate::tasks::capabilities::{CapabilitySource, HttpSettings};
-use crate::tasks::executor::{Executor, ExecutorConfig, RunningAttempts};
+use crate::tasks::executor::{Executor, ExecutorConfig};
 use crate::tasks::lanes::Lanes;
 use crate::tasks::scheduler::{SchedulerStats, TriggerScheduler};
 use crate::tls::{ServerTls, TlsError, TlsFiles};
@@ -100,8 +101,6 @@ impl Config {
 pub enum ServerError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error(transparent)]
-    Auth(#[from] AuthError),
     #[error(transparent)]
     Tls(#[from] TlsError),
     #[error("cannot listen on {addr}: {source}")]
@@ -186,7 +185,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
             .await
             .map_err(|e| StoreError::Io(e.to_string()))??;
     let store: Arc<dyn JobStore> = Arc::new(store);
-    let auth = Arc::new(Auth::load(
+    let keys = Arc::new(ApiKeys::load(
         store.clone(),
         config.admin_key.as_deref(),
         config.default_rate_limit,
@@ -206,16 +205,12 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         )
         .await?,
     );
-    if config.deploy_examples {
-        deploy_examples(&registry).await?;
-    }
-    let attempts = Arc::new(RunningAttempts::default());
-    let (trigger_changes, changes_received) = tokio::sync::mpsc::unbounded_channel();
+    let signals = Signals::default();
     let scheduler_stats = Arc::new(SchedulerStats::default());
     let scheduler = TriggerScheduler::new(
         store.clone(),
         config.clock.clone(),
-        changes_received,
+        signals.subscribe(),
         scheduler_stats.clone(),
     )?;
     let scheduler = tokio::spawn(scheduler.run(stopping.clone()));
@@ -228,22 +223,24 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     let service = Arc::new(JobService::new(
         store.clone(),
         ServiceParts {
-            auth,
-            attempts: attempts.clone(),
+            keys,
+            handlers: registry.clone(),
             shutdown: stopping.clone(),
             clock: config.clock.clone(),
-            trigger_changes,
+            signals: signals.clone(),
             quotas: config.quotas.clone(),
             secret_box: secret_box.clone(),
         },
     ));
+    if config.deploy_examples {
+        deploy_examples(&service).await?;
+    }
     let lanes = Lanes::start(config.attempt_threads, tokio::runtime::Handle::current())
         .map_err(ServerError::Lanes)?;
     let executor = Arc::new(Executor::new(
         store.clone(),
         runtime.clone(),
         registry.clone(),
-        attempts,
         lanes,
         CapabilitySource::new(
             store.clone(),
@@ -259,7 +256,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
             metrics: metrics.clone(),
         },
     ));
-    let executor = tokio::spawn(executor.run(stopping.clone()));
+    let executor = tokio::spawn(executor.run(signals.subscribe(), stopping.clone()));
 
     let grpc_listener = bind(config.grpc_addr).await?;
     let http_listener = bind(config.http_addr).await?;
@@ -279,7 +276,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         scheduler: scheduler_stats.clone(),
     });
     let metrics = Arc::new(MetricsRegistry::new(&metrics, gauges));
-    let app = rest::router(service, registry, metrics);
+    let app = rest::router(service, metrics);
     let https = tls.is_some();
     let http = tokio::spawn(async move {
         let served = match tls {
@@ -362,11 +359,12 @@ impl Gauges for ServerGauges {
 }
 
 /// Deploys the bundled examples, unless the same components are deployed already.
-async fn deploy_examples(registry: &HandlerRegistry) -> Result<(), ServerError> {
+async fn deploy_examples(service: &JobService) -> Result<(), ServerError> {
     let admin = Principal::admin();
+    let deployed = service.list_handlers(&admin)?;
     for (job_type, component) in crate::examples::EXAMPLES {
         let sha256: [u8; 32] = sha2::Sha256::digest(component).into();
-        let deployed = registry.snapshot().into_iter().any(|h| {
+        let deployed = deployed.iter().any(|h| {
             h.record.tenant == DEFAULT_TENANT
                 && h.record.job_type == job_type
                 && h.record.current().component_sha256 == sha256
@@ -379,7 +377,7 @@ async fn deploy_examples(registry: &HandlerRegistry) -> Result<(), ServerError> 
             component: component.to_vec(),
             ..Deployment::default()
         };
-        let handler = registry.deploy(&admin, deployment).await?;
+        let handler = service.deploy_handler(&admin, deployment).await?;
         tracing::info!(handler = %handler.record.id, job_type, "example handler deployed");
     }
     Ok(())

@@ -13,22 +13,12 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::rest::{ApiError, presented_key};
 use super::views::ErrorEnvelope;
-use crate::registry::HandlerRegistry;
 use crate::service::{JobService, ServiceError};
 
-#[derive(Clone)]
-struct BackupApi {
-    service: Arc<JobService>,
-    registry: Arc<HandlerRegistry>,
-}
-
-pub fn router<S: Clone + Send + Sync + 'static>(
-    service: Arc<JobService>,
-    registry: Arc<HandlerRegistry>,
-) -> Router<S> {
+pub fn router<S: Clone + Send + Sync + 'static>(service: Arc<JobService>) -> Router<S> {
     Router::new()
         .route("/api/v1/backup", get(download_backup))
-        .with_state(BackupApi { service, registry })
+        .with_state(service)
 }
 
 /// A consistent snapshot of the whole store, as a snapshot file for `jobhost restore`. Needs
@@ -41,11 +31,11 @@ pub fn router<S: Clone + Send + Sync + 'static>(
             body = Vec<u8>),
         (status = "4XX", body = ErrorEnvelope)))]
 async fn download_backup(
-    State(api): State<BackupApi>,
+    State(service): State<Arc<JobService>>,
     headers: HeaderMap,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    let caller = api.service.authenticate(presented_key(&headers))?;
+    let caller = service.authenticate(presented_key(&headers))?;
     let with_compiled = match params.get("with_compiled").map(String::as_str) {
         None | Some("false" | "0") => false,
         Some("true" | "1") => true,
@@ -56,10 +46,7 @@ async fn download_backup(
             .into());
         }
     };
-    let compiled = with_compiled
-        .then(|| api.registry.compiled_cache_dir().map(Into::into))
-        .flatten();
-    let chunks = api.service.backup(&caller, compiled).await?;
+    let chunks = service.backup(&caller, with_compiled).await?;
     let headers = [
         (header::CONTENT_TYPE, "application/octet-stream"),
         (

@@ -23,7 +23,7 @@ use crate::job::limits::MAX_MESSAGE_BYTES;
 use crate::job::{ProcessRef, now_ms};
 use crate::metrics::MetricsRegistry;
 use crate::rate_limit::{RateLimit, retry_after_seconds};
-use crate::registry::{Deployment, HandlerRegistry};
+use crate::service::handlers::Deployment;
 use crate::service::{
     self, JobService, ServiceError, TriggerDefinition, TriggerFilter, parse_time,
 };
@@ -38,18 +38,13 @@ use super::views::{
 #[derive(Clone)]
 struct Api {
     service: Arc<JobService>,
-    registry: Arc<HandlerRegistry>,
     metrics: Arc<MetricsRegistry>,
 }
 
-pub fn router(
-    service: Arc<JobService>,
-    registry: Arc<HandlerRegistry>,
-    metrics: Arc<MetricsRegistry>,
-) -> Router {
+pub fn router(service: Arc<JobService>, metrics: Arc<MetricsRegistry>) -> Router {
     // A body that announces more than the limit is refused from its header; one sent without
     // a length may run to twice the limit, so the handler can explain the limit in a 400.
-    let component_limit = registry.maxima().component_bytes;
+    let component_limit = service.handler_maxima().component_bytes;
     let handlers = Router::new()
         .route("/api/v1/handlers", post(deploy_handler).get(list_handlers))
         .route("/api/v1/handlers/uploads", post(start_upload))
@@ -94,15 +89,11 @@ pub fn router(
             refuse_announced_oversize,
         ))
         .merge(handlers)
-        .merge(super::backup::router(service.clone(), registry.clone()))
+        .merge(super::backup::router(service.clone()))
         .merge(super::secrets::router(service.clone()))
         .merge(super::kv::router(service.clone()))
         .merge(super::dashboard::router())
-        .with_state(Api {
-            service,
-            registry,
-            metrics,
-        })
+        .with_state(Api { service, metrics })
 }
 
 /// The OpenAPI document of this API, generated from the handlers and the answer types.
@@ -837,7 +828,7 @@ async fn whoami(State(api): State<Api>, headers: HeaderMap) -> Reply<WhoAmI> {
         crate::job::TenantScope::All => None,
         crate::job::TenantScope::Only(tenants) => Some(tenants.iter().cloned().collect::<Vec<_>>()),
     };
-    let known = api.service.known_tenants(&caller, &api.registry)?;
+    let known = api.service.known_tenants(&caller)?;
     ok(WhoAmI {
         key_id: caller.key_id.clone(),
         permissions: caller.permissions.iter().cloned().collect(),
@@ -940,7 +931,7 @@ async fn deploy_handler(
 ) -> Reply<HandlerView> {
     let caller = caller(&api, &headers)?;
     let deployment = deployment(&pairs, bytes)?;
-    let handler = api.registry.deploy(&caller, deployment).await?;
+    let handler = api.service.deploy_handler(&caller, deployment).await?;
     ok(HandlerView::of(&handler))
 }
 
@@ -958,7 +949,9 @@ async fn start_upload(
 ) -> Reply<UploadView> {
     let caller = caller(&api, &headers)?;
     let deployment = deployment(&pairs, bytes)?;
-    let status = api.registry.deploy_in_background(&caller, deployment)?;
+    let status = api
+        .service
+        .deploy_handler_in_background(&caller, deployment)?;
     ok(UploadView::of(&status))
 }
 
@@ -973,7 +966,7 @@ async fn get_upload(
     Path(id): Path<String>,
 ) -> Reply<UploadView> {
     let caller = caller(&api, &headers)?;
-    ok(UploadView::of(&api.registry.upload(&caller, &id)?))
+    ok(UploadView::of(&api.service.upload(&caller, &id)?))
 }
 
 /// A deployment from the query parameters of an upload and its body.
@@ -1017,7 +1010,7 @@ fn deployment(pairs: &[(String, String)], bytes: Bytes) -> Result<Deployment, Ap
     responses((status = 200, body = Envelope<HandlerList>), (status = "4XX", body = ErrorEnvelope)))]
 async fn list_handlers(State(api): State<Api>, headers: HeaderMap) -> Reply<HandlerList> {
     let caller = caller(&api, &headers)?;
-    let handlers = api.registry.list(&caller)?;
+    let handlers = api.service.list_handlers(&caller)?;
     ok(HandlerList {
         handlers: handlers.iter().map(|h| HandlerView::of(h)).collect(),
     })
@@ -1032,7 +1025,7 @@ async fn get_handler(
     Path(id): Path<String>,
 ) -> Reply<HandlerView> {
     let caller = caller(&api, &headers)?;
-    let handler = api.registry.get(&caller, &id)?;
+    let handler = api.service.get_handler(&caller, &id)?;
     ok(HandlerView::of(&handler))
 }
 
@@ -1045,6 +1038,6 @@ async fn remove_handler(
     Path(id): Path<String>,
 ) -> Reply<RemovedHandler> {
     let caller = caller(&api, &headers)?;
-    api.registry.remove(&caller, &id).await?;
+    api.service.remove_handler(&caller, &id).await?;
     ok(RemovedHandler { removed: id })
 }

@@ -10,8 +10,8 @@ use utoipa::ToSchema;
 
 use crate::job::format_time;
 use crate::job::{AttemptLog, Job, JobKey, JobState, now_ms};
-use crate::registry::LoadedHandler;
 use crate::service::JobsPage;
+use crate::service::handlers::LoadedHandler;
 use crate::store::index::{IndexStats, StateCounts};
 use crate::trigger::schedule::format_duration;
 use crate::trigger::{Schedule, TriggerRecord};
@@ -831,8 +831,8 @@ pub struct UploadView {
 }
 
 impl UploadView {
-    pub fn of(status: &crate::registry::UploadStatus) -> UploadView {
-        use crate::registry::UploadState;
+    pub fn of(status: &crate::service::handlers::UploadStatus) -> UploadView {
+        use crate::service::handlers::UploadState;
         let (state, error, handler_id, version) = match &status.state {
             UploadState::Compiling => ("compiling", None, None, None),
             UploadState::Ready {

@@ -4,8 +4,8 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::registry::{Deployment, HandlerMaxima, HandlerRegistry};
 use crate::runtime::{Runtime, RuntimeConfig};
+use crate::service::handlers::{Deployment, HandlerMaxima, HandlerRegistry};
 
 /// The bytes of the example handler `echo`, built from `plugins/`.
 fn echo() -> Vec<u8> {

@@ -16,14 +16,14 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestCaseResult, TestRunner};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
-use crate::auth::{Auth, Principal};
+use crate::auth::Principal;
 use crate::clock::SystemClock;
 use crate::quota::Quotas;
-use crate::service::{CreateJob, JobService, ServiceError, ServiceParts};
+use crate::service::handlers::HandlerMaxima;
+use crate::service::{ApiKeys, CreateJob, HandlerRegistry, JobService, ServiceError, ServiceParts};
 use crate::store::{JobStore, SledStore};
-use crate::tasks::scheduler::TriggerChange;
 
 /// The admin key of a fixture's service.
 const ADMIN_KEY: &str = "fuzz-admin-key";
@@ -74,7 +74,6 @@ struct Fixture {
     service: Arc<JobService>,
     store: Arc<dyn JobStore>,
     _stop: watch::Sender<bool>,
-    _trigger_changes: mpsc::UnboundedReceiver<TriggerChange>,
     _dir: tempfile::TempDir,
 }
 
@@ -86,17 +85,30 @@ impl Fixture {
             .expect("tokio runtime");
         let dir = tempfile::tempdir().expect("temp dir");
         let store: Arc<dyn JobStore> = Arc::new(SledStore::open(dir.path()).expect("store"));
-        let auth = Arc::new(Auth::load(store.clone(), Some(ADMIN_KEY), None).expect("keys"));
+        let keys = Arc::new(ApiKeys::load(store.clone(), Some(ADMIN_KEY), None).expect("keys"));
         let (stop, shutdown) = watch::channel(false);
-        let (trigger_changes, changes_received) = mpsc::unbounded_channel();
+        let sandbox = crate::runtime::Runtime::new(crate::runtime::RuntimeConfig {
+            max_memory_mb: 16,
+            max_concurrent_attempts: 1,
+            cache_dir: None,
+        })
+        .expect("runtime");
+        let handlers = runtime
+            .block_on(HandlerRegistry::open(
+                store.clone(),
+                Arc::new(sandbox),
+                HandlerMaxima::default(),
+                &Quotas::default(),
+            ))
+            .expect("handlers");
         let service = Arc::new(JobService::new(
             store.clone(),
             ServiceParts {
-                auth,
-                attempts: Arc::default(),
+                keys,
+                handlers: Arc::new(handlers),
                 shutdown,
                 clock: Arc::new(SystemClock),
-                trigger_changes,
+                signals: crate::signals::Signals::default(),
                 quotas: Quotas::default(),
                 secret_box: Arc::new(crate::secrets::SecretBox::new([0; 32])),
             },
@@ -106,7 +118,6 @@ impl Fixture {
             service,
             store,
             _stop: stop,
-            _trigger_changes: changes_received,
             _dir: dir,
         }
     }

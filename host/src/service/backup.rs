@@ -17,12 +17,12 @@ const CHUNKS_AHEAD: usize = 4;
 
 impl JobService {
     /// Starts a snapshot of the whole store and answers it as the bytes of a snapshot file,
-    /// with the compiled code in `compiled_dir` if given. It holds every tenant's jobs and
+    /// with the handlers' compiled-code cache if asked and there is one. It holds every tenant's jobs and
     /// every key, so only a key with every permission on every tenant may take it.
     pub async fn backup(
         &self,
         caller: &Principal,
-        compiled_dir: Option<PathBuf>,
+        with_compiled: bool,
     ) -> Result<mpsc::Receiver<Result<Bytes, BackupError>>, ServiceError> {
         if !caller.has(auth::ALL) || caller.tenants != TenantScope::All {
             return Err(ServiceError::PermissionDenied(
@@ -31,6 +31,9 @@ impl JobService {
                     .into(),
             ));
         }
+        let compiled_dir: Option<PathBuf> = with_compiled
+            .then(|| self.handlers.compiled_cache_dir().map(Into::into))
+            .flatten();
         let store = self.store.clone();
         let snapshot = tokio::task::spawn_blocking(move || store.snapshot())
             .await

@@ -1,11 +1,22 @@
-//! API-key management and the other whole-server admin checks in the service core: who may
-//! create, see and revoke which keys, and who may read server-wide metrics.
+//! API keys in the service core: the keys that exist (cached, written through to the store),
+//! who may create, see and revoke which of them, and who may read server-wide metrics.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, RwLock};
+
+use rand::Rng;
 
 use super::audit::record_act;
 use super::{JobService, ServiceError};
 use crate::audit::AuditAction;
-use crate::auth::{KeyInfo, NewKey, Principal};
-use crate::job::TenantScope;
+use crate::auth::{
+    ApiKeyRecord, AuthError, JOBS, KEYS, KeyInfo, NewKey, PERMISSIONS, Principal, constant_time_eq,
+    key_digest, parse_key_id,
+};
+use crate::job::limits::valid_tenant_id;
+use crate::job::{TenantScope, now_ms};
+use crate::rate_limit::{RateBucket, RateLimit};
+use crate::store::{JobStore, StoreError};
 
 impl JobService {
     /// Creates a key no more powerful than the caller: only its tenants, only its permissions.
@@ -15,7 +26,7 @@ impl JobService {
         caller: &Principal,
         request: NewKey,
     ) -> Result<(KeyInfo, String), ServiceError> {
-        let (info, key) = self.auth.create_key(caller, request)?;
+        let (info, key) = self.keys.create_key(caller, request)?;
         record_act(
             &self.store,
             caller,
@@ -29,13 +40,13 @@ impl JobService {
 
     /// The keys the caller could have created: none of another tenant's.
     pub fn list_keys(&self, caller: &Principal) -> Result<Vec<KeyInfo>, ServiceError> {
-        Ok(self.auth.list_keys(caller)?)
+        self.keys.list_keys(caller)
     }
 
     /// Revokes a key the caller could have created; any other key is not found.
     pub fn revoke_key(&self, caller: &Principal, id: &str) -> Result<KeyInfo, ServiceError> {
         let revoked = self
-            .auth
+            .keys
             .revoke_key(caller, id)?
             .ok_or_else(|| ServiceError::NotFound(format!("API key {id} not found")))?;
         record_act(
@@ -57,5 +68,239 @@ impl JobService {
                 "metrics cover every tenant: use a key granted every tenant".into(),
             )),
         }
+    }
+}
+
+/// A stored key with the bucket that limits its rate.
+struct KnownKey {
+    record: ApiKeyRecord,
+    limit: Option<RateLimit>,
+    bucket: Option<RateBucket>,
+}
+
+impl KnownKey {
+    fn new(record: ApiKeyRecord, default_limit: Option<RateLimit>) -> KnownKey {
+        let limit = record.rate_limit.or(default_limit);
+        KnownKey {
+            record,
+            limit,
+            bucket: limit.map(RateBucket::new),
+        }
+    }
+}
+
+/// The API keys that exist, cached in memory so an RPC's authentication costs no disk read
+/// and a revocation takes effect at once; every change is written to the store first.
+pub struct ApiKeys {
+    store: Arc<dyn JobStore>,
+    admin_sha256: Option<[u8; 32]>,
+    /// The limit of keys created without one; the admin key is never limited.
+    default_limit: Option<RateLimit>,
+    keys: RwLock<HashMap<String, KnownKey>>,
+}
+
+impl ApiKeys {
+    pub fn load(
+        store: Arc<dyn JobStore>,
+        admin_key: Option<&str>,
+        default_limit: Option<RateLimit>,
+    ) -> Result<ApiKeys, StoreError> {
+        let keys = store
+            .api_keys()?
+            .into_iter()
+            .map(|key| (key.id.clone(), KnownKey::new(key, default_limit)))
+            .collect();
+        Ok(ApiKeys {
+            store,
+            admin_sha256: admin_key.filter(|k| !k.is_empty()).map(key_digest),
+            default_limit,
+            keys: RwLock::new(keys),
+        })
+    }
+
+    /// Finds the principal behind a presented key.
+    pub fn authenticate(&self, presented: Option<&str>) -> Result<Principal, AuthError> {
+        let presented = presented
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .ok_or(AuthError::MissingKey)?;
+        let digest = key_digest(presented);
+        if let Some(admin) = &self.admin_sha256
+            && constant_time_eq(admin, &digest)
+        {
+            return Ok(Principal::admin());
+        }
+        let id = parse_key_id(presented).ok_or(AuthError::UnknownKey)?;
+        let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
+        let known = keys.get(id).ok_or(AuthError::UnknownKey)?;
+        let record = &known.record;
+        if !constant_time_eq(&record.secret_sha256, &digest) {
+            return Err(AuthError::UnknownKey);
+        }
+        if let Some(bucket) = &known.bucket {
+            bucket
+                .admit()
+                .map_err(|retry_after| AuthError::RateLimited { retry_after })?;
+        }
+        Ok(Principal {
+            key_id: record.id.clone(),
+            permissions: record.permissions.iter().cloned().collect(),
+            tenants: match &record.tenants {
+                None => TenantScope::All,
+                Some(tenants) => TenantScope::only(tenants.iter().cloned()),
+            },
+        })
+    }
+
+    /// Creates a key no more powerful than its creator's; returns it with the secret, the
+    /// only time the secret is shown.
+    pub fn create_key(
+        &self,
+        creator: &Principal,
+        request: NewKey,
+    ) -> Result<(KeyInfo, String), ServiceError> {
+        creator.require(KEYS)?;
+        let mut permissions = BTreeSet::new();
+        for permission in &request.permissions {
+            let permission = match permission.trim() {
+                "job" => JOBS,
+                other => PERMISSIONS
+                    .into_iter()
+                    .find(|known| *known == other)
+                    .ok_or_else(|| {
+                        AuthError::InvalidRequest(format!(
+                            "unknown permission '{other}': expected one of {}",
+                            PERMISSIONS.join(", ")
+                        ))
+                    })?,
+            };
+            if !creator.has(permission) {
+                return Err(AuthError::MissingPermission(permission).into());
+            }
+            permissions.insert(permission.to_string());
+        }
+        if permissions.is_empty() {
+            return Err(
+                AuthError::InvalidRequest("a key needs at least one permission".into()).into(),
+            );
+        }
+        let tenants = if request.tenants.is_empty() {
+            if creator.tenants != TenantScope::All {
+                return Err(AuthError::InvalidRequest(
+                    "name the key's tenants: this API key is not granted every tenant".into(),
+                )
+                .into());
+            }
+            None
+        } else {
+            for tenant in &request.tenants {
+                if !valid_tenant_id(tenant) {
+                    return Err(AuthError::InvalidRequest(format!(
+                        "invalid tenant id '{tenant}': use 1-31 characters of A-Z a-z 0-9 . _ -"
+                    ))
+                    .into());
+                }
+                creator.require_tenant(tenant)?;
+            }
+            let unique: BTreeSet<_> = request.tenants.iter().cloned().collect();
+            Some(unique.into_iter().collect())
+        };
+        let rate_limit = self.rate_limit_for(creator, request.rate_limit)?;
+        let mut rng = rand::rng();
+        let id = hex::encode(rng.random::<[u8; 8]>());
+        let secret = hex::encode(rng.random::<[u8; 24]>());
+        let key = format!("jh_{id}_{secret}");
+        let record = ApiKeyRecord {
+            id: id.clone(),
+            secret_sha256: key_digest(&key),
+            name: request.name,
+            permissions: permissions.into_iter().collect(),
+            tenants,
+            created_at: now_ms(),
+            rate_limit,
+        };
+        self.store.put_api_key(&record)?;
+        let known = KnownKey::new(record, self.default_limit);
+        let info = info(&known);
+        self.keys
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, known);
+        Ok((info, key))
+    }
+
+    /// The limit a new key is stored with: what was asked, no more than its creator's own.
+    fn rate_limit_for(
+        &self,
+        creator: &Principal,
+        asked: Option<RateLimit>,
+    ) -> Result<Option<RateLimit>, AuthError> {
+        if let Some(asked) = asked {
+            RateLimit::checked(asked.per_second, asked.burst).map_err(AuthError::InvalidRequest)?;
+        }
+        let creators = self
+            .keys
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&creator.key_id)
+            .and_then(|known| known.limit);
+        match (asked, creators) {
+            (Some(asked), Some(own)) if !asked.within(&own) => {
+                Err(AuthError::InvalidRequest(format!(
+                    "rate limit {}/s with burst {} exceeds this API key's own ({}/s with burst {})",
+                    asked.per_second, asked.burst, own.per_second, own.burst
+                )))
+            }
+            (Some(asked), _) => Ok(Some(asked)),
+            // A limited creator cannot mint an unlimited key.
+            (None, own) => Ok(own.filter(|own| {
+                self.default_limit
+                    .is_none_or(|default| !default.within(own))
+            })),
+        }
+    }
+
+    /// The keys the caller covers (see [`Principal::covers`]): never another tenant's.
+    pub fn list_keys(&self, caller: &Principal) -> Result<Vec<KeyInfo>, ServiceError> {
+        caller.require(KEYS)?;
+        let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
+        let mut listed: Vec<_> = keys
+            .values()
+            .filter(|key| caller.covers(&key.record))
+            .map(info)
+            .collect();
+        listed.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(listed)
+    }
+
+    /// Revokes a key at once and answers what it was; `None` if there is no such key the
+    /// caller covers (a key beyond the caller's reach is reported as absent, not forbidden, so
+    /// its existence is not disclosed).
+    pub fn revoke_key(
+        &self,
+        caller: &Principal,
+        id: &str,
+    ) -> Result<Option<KeyInfo>, ServiceError> {
+        caller.require(KEYS)?;
+        let id = parse_key_id(id).unwrap_or(id);
+        let mut keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
+        match keys.get(id) {
+            Some(key) if caller.covers(&key.record) => {}
+            _ => return Ok(None),
+        }
+        self.store.delete_api_key(id)?;
+        Ok(keys.remove(id).as_ref().map(info))
+    }
+}
+
+fn info(known: &KnownKey) -> KeyInfo {
+    let record = &known.record;
+    KeyInfo {
+        id: record.id.clone(),
+        name: record.name.clone(),
+        permissions: record.permissions.clone(),
+        tenants: record.tenants.clone(),
+        created_at: record.created_at,
+        rate_limit: known.limit,
     }
 }

@@ -7,6 +7,7 @@ use super::{JobService, ServiceError, invalid, tenant_or_default};
 use crate::audit::AuditAction;
 use crate::auth::{self, Principal};
 use crate::kv::{self, KvBucket, KvError, KvKey, KvKeys, KvOp, KvOutcome};
+use crate::store::KvWriteError;
 
 /// Keys per page when the request names no number, and at most.
 const DEFAULT_KEYS_PAGE: usize = 100;
@@ -20,7 +21,16 @@ impl From<KvError> for ServiceError {
                 ServiceError::FailedPrecondition(error.to_string())
             }
             KvError::Invalid(message) => ServiceError::InvalidArgument(message),
-            KvError::Store(store) => store.into(),
+            KvError::Unavailable(message) => ServiceError::Unavailable(message),
+        }
+    }
+}
+
+impl From<KvWriteError> for ServiceError {
+    fn from(error: KvWriteError) -> ServiceError {
+        match error {
+            KvWriteError::Refused(refused) => refused.into(),
+            KvWriteError::Store(store) => store.into(),
         }
     }
 }

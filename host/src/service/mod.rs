@@ -8,6 +8,7 @@
 
 mod audit;
 mod backup;
+pub mod handlers;
 mod keys;
 mod kv;
 mod secrets;
@@ -15,6 +16,8 @@ mod triggers;
 
 pub use audit::AuditRequest;
 pub(crate) use audit::record_act;
+pub use handlers::HandlerRegistry;
+pub use keys::ApiKeys;
 pub use secrets::{MAX_SECRETS_PER_TENANT, SecretInfo};
 pub use triggers::{TimeInput, TriggerDefinition, TriggerFilter};
 
@@ -25,7 +28,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::audit::AuditAction;
-use crate::auth::{self, Auth, AuthError, Principal};
+use crate::auth::{self, AuthError, Principal};
 use crate::clock::Clock;
 use crate::job::limits::{self, valid_tenant_id};
 use crate::job::state::Event;
@@ -34,12 +37,10 @@ use crate::job::{
     TenantScope, now_ms,
 };
 use crate::quota::{Holdings, QuotaExceeded, Quotas};
-use crate::runtime::InterruptReason;
 use crate::secrets::SecretBox;
+use crate::signals::{Signal, Signals};
 use crate::store::index::{IndexStats, StateCounts};
 use crate::store::{Activation, ApplyError, JobStore, ListPage, ListQuery, SortBy, StoreError};
-use crate::tasks::executor::RunningAttempts;
-use crate::tasks::scheduler::TriggerChanges;
 
 /// The tenant of a job created without one.
 pub const DEFAULT_TENANT: &str = "default";
@@ -84,7 +85,6 @@ impl From<AuthError> for ServiceError {
                 message,
                 retry_after,
             },
-            AuthError::Store(store) => store.into(),
         }
     }
 }
@@ -188,8 +188,8 @@ impl JobsPage {
 
 pub struct JobService {
     store: Arc<dyn JobStore>,
-    auth: Arc<Auth>,
-    attempts: Arc<RunningAttempts>,
+    keys: Arc<ApiKeys>,
+    handlers: Arc<HandlerRegistry>,
     shutdown: watch::Receiver<bool>,
     quotas: Quotas,
     /// Long polls waiting now, bounded by the quotas.
@@ -197,19 +197,20 @@ pub struct JobService {
     creating_trigger: tokio::sync::Mutex<()>,
     /// The trigger scheduler's clock: trigger cursors are set by it.
     clock: Arc<dyn Clock>,
-    trigger_changes: TriggerChanges,
+    /// Cancelled jobs and changed triggers are announced here.
+    signals: Signals,
     /// Seals tenants' secrets under the server's key.
     secret_box: Arc<SecretBox>,
 }
 
 /// What the service needs besides the store.
 pub struct ServiceParts {
-    pub auth: Arc<Auth>,
-    pub attempts: Arc<RunningAttempts>,
+    pub keys: Arc<ApiKeys>,
+    pub handlers: Arc<HandlerRegistry>,
     /// Turning true ends every long poll at once, with no jobs.
     pub shutdown: watch::Receiver<bool>,
     pub clock: Arc<dyn Clock>,
-    pub trigger_changes: TriggerChanges,
+    pub signals: Signals,
     pub quotas: Quotas,
     pub secret_box: Arc<SecretBox>,
 }
@@ -218,8 +219,8 @@ impl JobService {
     pub fn new(store: Arc<dyn JobStore>, parts: ServiceParts) -> JobService {
         JobService {
             store,
-            auth: parts.auth,
-            attempts: parts.attempts,
+            keys: parts.keys,
+            handlers: parts.handlers,
             shutdown: parts.shutdown,
             waiting: Arc::new(Holdings::new(
                 "waiting long polls",
@@ -230,13 +231,13 @@ impl JobService {
             quotas: parts.quotas,
             creating_trigger: tokio::sync::Mutex::new(()),
             clock: parts.clock,
-            trigger_changes: parts.trigger_changes,
+            signals: parts.signals,
             secret_box: parts.secret_box,
         }
     }
 
     pub fn authenticate(&self, api_key: Option<&str>) -> Result<Principal, ServiceError> {
-        Ok(self.auth.authenticate(api_key)?)
+        Ok(self.keys.authenticate(api_key)?)
     }
 
     /// Counts of the caller's jobs (in one tenant, if named) by state, type and tenant, with
@@ -259,17 +260,18 @@ impl JobService {
 
     /// Tenants in the caller's scope that have jobs, handlers or triggers, and every tenant the
     /// caller is granted by name.
-    pub fn known_tenants(
-        &self,
-        caller: &Principal,
-        registry: &crate::registry::HandlerRegistry,
-    ) -> Result<Vec<String>, ServiceError> {
+    pub fn known_tenants(&self, caller: &Principal) -> Result<Vec<String>, ServiceError> {
         let mut tenants = std::collections::BTreeSet::new();
         if let TenantScope::Only(granted) = &caller.tenants {
             tenants.extend(granted.iter().cloned());
         }
         tenants.extend(self.store.job_tenants()?);
-        tenants.extend(registry.snapshot().iter().map(|h| h.record.tenant.clone()));
+        tenants.extend(
+            self.handlers
+                .snapshot()
+                .iter()
+                .map(|h| h.record.tenant.clone()),
+        );
         tenants.extend(self.store.triggers()?.into_iter().map(|t| t.tenant));
         tenants.retain(|tenant| caller.tenants.contains(tenant));
         Ok(tenants.into_iter().collect())
@@ -595,8 +597,7 @@ impl JobService {
         key: &str,
     ) -> Result<JobRecord, ServiceError> {
         let record = self.change(caller, key, |_| Event::Cancel).await?;
-        self.attempts
-            .interrupt(record.id, InterruptReason::Cancelled);
+        self.signals.publish(Signal::JobCancelled(record.id));
         record_act(
             &self.store,
             caller,

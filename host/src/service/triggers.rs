@@ -11,8 +11,8 @@ use crate::audit::AuditAction;
 use crate::auth::{self, Principal};
 use crate::job::EpochMs;
 use crate::job::limits;
+use crate::signals::Signal;
 use crate::store::TriggerError;
-use crate::tasks::scheduler::TriggerChange;
 use crate::trigger::schedule::{format_duration, parse_duration};
 use crate::trigger::{
     IdempotencyPattern, MAX_CATCH_UP_LIMIT, Overlap, RESERVED_HEADER_PREFIX, Schedule, TriggerId,
@@ -203,7 +203,7 @@ impl JobService {
             .store
             .delete_trigger(id, caller.tenants.clone())
             .await?;
-        let _ = self.trigger_changes.send(TriggerChange::Removed(id));
+        self.signals.publish(Signal::TriggerChanged(id));
         tracing::info!(trigger = id, tenant = %removed.tenant, name = %removed.name, "trigger removed");
         self.audit_trigger(caller, AuditAction::TriggerRemoved, &removed)?;
         Ok(removed)
@@ -274,9 +274,7 @@ impl JobService {
     }
 
     fn announce(&self, trigger: &TriggerRecord) {
-        let _ = self
-            .trigger_changes
-            .send(TriggerChange::Stored(Box::new(trigger.clone())));
+        self.signals.publish(Signal::TriggerChanged(trigger.id));
     }
 }
 

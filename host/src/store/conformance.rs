@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::audit::{AuditAction, AuditEntry, AuditPage, AuditQuery};
+use crate::auth::ApiKeyRecord;
 use crate::handler::{HandlerLimits, HandlerRecord, HandlerVersion, RetryPolicy};
 use crate::job::AttemptLog;
 use crate::job::state::{Event, Refusal};
@@ -16,7 +17,7 @@ use crate::job::{JobPayload, JobState, NewJob, TenantScope};
 use crate::kv::{KvError, KvKey, KvLimits, KvOp, KvOutcome, KvUsage};
 use crate::retention::RetentionPolicy;
 use crate::store::{
-    Activation, ApiKeyRecord, ApplyError, DueFire, Extras, JobStore, ListQuery, SecretRecord,
+    Activation, ApplyError, DueFire, Extras, JobStore, KvWriteError, ListQuery, SecretRecord,
     Snapshot, StoredRecord, TriggerError,
 };
 use crate::trigger::{Schedule, TriggerRecord};
@@ -873,7 +874,7 @@ fn kv_key(tenant: &str, bucket: &str, key: &str) -> KvKey {
     }
 }
 
-async fn kv_set(store: &Arc<dyn JobStore>, key: KvKey, value: &[u8]) -> Result<(), KvError> {
+async fn kv_set(store: &Arc<dyn JobStore>, key: KvKey, value: &[u8]) -> Result<(), KvWriteError> {
     store
         .kv_write(key, KvOp::Set(value.to_vec()), KvLimits::default())
         .await
@@ -986,7 +987,7 @@ pub async fn kv_quotas_count_a_tenants_keys_across_buckets_and_a_reopen(open: Op
     let store = open(dir);
     assert!(matches!(
         set(&store, "c", "3").await,
-        Err(KvError::QuotaExceeded(_))
+        Err(KvWriteError::Refused(KvError::QuotaExceeded(_)))
     ));
     // Another tenant has a quota of its own.
     let other = store

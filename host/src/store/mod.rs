@@ -34,6 +34,7 @@ use crate::retention::RetentionPolicy;
 use async_trait::async_trait;
 
 use crate::audit::{AuditEntry, AuditPage, AuditQuery};
+use crate::auth::ApiKeyRecord;
 use crate::handler::HandlerRecord;
 use crate::job::state::{Event, Refusal};
 use crate::job::{AttemptLog, EpochMs, Job, JobId, JobRecord, JobState, NewJob, TenantScope};
@@ -66,6 +67,15 @@ pub enum ApplyError {
     NotFound(JobId),
     #[error(transparent)]
     Refused(#[from] Refusal),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why a key-value write was not stored.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum KvWriteError {
+    #[error(transparent)]
+    Refused(#[from] KvError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -163,20 +173,6 @@ pub struct ListPage {
     pub total: u64,
     /// The same jobs by state, with the run time of the completed ones.
     pub counts: StateCounts,
-}
-
-/// An API key as stored: the secret itself is never kept, only its SHA-256.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ApiKeyRecord {
-    pub id: String,
-    pub secret_sha256: [u8; 32],
-    pub name: String,
-    pub permissions: Vec<String>,
-    /// `None`: every tenant.
-    pub tenants: Option<Vec<String>>,
-    pub created_at: EpochMs,
-    /// `None`: the server's default rate limit.
-    pub rate_limit: Option<crate::rate_limit::RateLimit>,
 }
 
 /// One stored record as a snapshot carries it: the part of the store it belongs to, its key and
@@ -297,7 +293,12 @@ pub trait JobStore: Send + Sync + 'static {
 
     /// Applies one write to one key-value entry, atomically with its tenant's usage and
     /// durably: it rides the job writer's group commit.
-    async fn kv_write(&self, key: KvKey, op: KvOp, limits: KvLimits) -> Result<KvOutcome, KvError>;
+    async fn kv_write(
+        &self,
+        key: KvKey,
+        op: KvOp,
+        limits: KvLimits,
+    ) -> Result<KvOutcome, KvWriteError>;
 
     fn kv_get(&self, key: &KvKey) -> Result<Option<Vec<u8>>, StoreError>;
 

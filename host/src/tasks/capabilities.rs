@@ -9,7 +9,7 @@ use crate::kv::{self, KvError, KvKey, KvKeys, KvLimits, KvOp, KvOutcome};
 use crate::metrics::Metrics;
 use crate::runtime::{Capabilities, HttpAccess, HttpLimits, KeyValue};
 use crate::secrets::SecretBox;
-use crate::store::{JobStore, StoreError};
+use crate::store::{JobStore, KvWriteError, StoreError};
 
 /// The server's settings for handlers' outbound HTTP.
 #[derive(Clone, Debug, Default)]
@@ -47,6 +47,33 @@ impl CapabilitySource {
         }
     }
 
+    /// The values of the named secrets of `tenant` that exist, for an attempt of a handler
+    /// granted them. A value that no longer opens (the key changed) is left out and logged.
+    fn open_secrets(
+        &self,
+        tenant: &str,
+        names: &[String],
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let mut values = Vec::with_capacity(names.len());
+        for name in names {
+            let Some(record) = self.store.secret(tenant, name)? else {
+                continue;
+            };
+            match self
+                .secret_box
+                .open(tenant, name, &record.sealed)
+                .and_then(|bytes| String::from_utf8(bytes).ok())
+            {
+                Some(value) => values.push((name.clone(), value)),
+                None => tracing::warn!(
+                    %tenant, secret = %name,
+                    "a stored secret does not open under the server's secret key; was the key changed?"
+                ),
+            }
+        }
+        Ok(values)
+    }
+
     /// What an attempt of a handler for `job_type` in `tenant` holding `grants` may reach.
     /// Secrets are read at each attempt, so a changed or removed secret takes effect at the
     /// next one.
@@ -59,9 +86,7 @@ impl CapabilitySource {
         if grants.is_empty() {
             return Ok(Capabilities::default());
         }
-        let secrets = self
-            .secret_box
-            .open_granted(self.store.as_ref(), tenant, &grants.secrets)?;
+        let secrets = self.open_secrets(tenant, &grants.secrets)?;
         let mut config = grants.config.clone();
         config.extend(secrets.iter().cloned());
         let http = (!grants.http.is_empty())
@@ -158,12 +183,18 @@ impl KeyValue for TenantBuckets {
     }
 
     async fn get(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, KvError> {
-        Ok(self.store.kv_get(&self.key(bucket, key)?)?)
+        self.store
+            .kv_get(&self.key(bucket, key)?)
+            .map_err(unavailable)
     }
 
     async fn write(&self, bucket: &str, key: &str, op: KvOp) -> Result<KvOutcome, KvError> {
         let key = self.key(bucket, key)?;
-        self.store.kv_write(key, op, self.limits).await
+        match self.store.kv_write(key, op, self.limits).await {
+            Ok(outcome) => Ok(outcome),
+            Err(KvWriteError::Refused(refused)) => Err(refused),
+            Err(KvWriteError::Store(error)) => Err(unavailable(error)),
+        }
     }
 
     async fn keys(&self, bucket: &str, after: Option<&str>) -> Result<KvKeys, KvError> {
@@ -172,8 +203,12 @@ impl KeyValue for TenantBuckets {
                 "bucket '{bucket}' is not granted"
             )));
         }
-        Ok(self
-            .store
-            .kv_keys(&self.tenant, bucket, after, KEYS_PER_PAGE)?)
+        self.store
+            .kv_keys(&self.tenant, bucket, after, KEYS_PER_PAGE)
+            .map_err(unavailable)
     }
+}
+
+fn unavailable(error: StoreError) -> KvError {
+    KvError::Unavailable(error.to_string())
 }

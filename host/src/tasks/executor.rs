@@ -18,12 +18,13 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::job::state::Event;
-use crate::job::{AttemptLog, Job, JobId, JobPayload, NewJob, TenantScope, now_ms};
+use crate::job::{AttemptLog, Job, JobId, JobPayload, JobState, NewJob, TenantScope, now_ms};
 use crate::metrics::Metrics;
-use crate::registry::{HandlerRegistry, LoadedHandler};
 use crate::runtime::{
     AttemptInput, AttemptLimits, AttemptOutcome, AttemptResult, Interrupt, InterruptReason, Runtime,
 };
+use crate::service::handlers::{HandlerRegistry, LoadedHandler};
+use crate::signals::{Received, Signal, Subscription};
 use crate::store::{Activation, Extras, JobStore};
 use crate::tasks::capabilities::CapabilitySource;
 use crate::tasks::lanes::Lanes;
@@ -36,7 +37,7 @@ const MAX_BATCH: usize = 32;
 
 /// Attempts running now, by job, so that cancelling a job can interrupt its attempt.
 #[derive(Default)]
-pub struct RunningAttempts {
+struct RunningAttempts {
     running: Mutex<HashMap<JobId, Arc<Interrupt>>>,
     changed: tokio::sync::Notify,
 }
@@ -57,14 +58,18 @@ impl RunningAttempts {
     }
 
     /// Interrupts the attempt running for a job, if there is one.
-    pub fn interrupt(&self, id: JobId, reason: InterruptReason) {
+    fn interrupt(&self, id: JobId, reason: InterruptReason) {
         if let Some(interrupt) = self.lock().get(&id) {
             interrupt.trigger(reason);
         }
     }
 
-    pub fn count(&self) -> usize {
+    fn count(&self) -> usize {
         self.lock().len()
+    }
+
+    fn jobs(&self) -> Vec<JobId> {
+        self.lock().keys().copied().collect()
     }
 
     fn interrupt_all(&self, reason: InterruptReason) {
@@ -131,7 +136,6 @@ impl Executor {
         store: Arc<dyn JobStore>,
         runtime: Arc<Runtime>,
         registry: Arc<HandlerRegistry>,
-        attempts: Arc<RunningAttempts>,
         lanes: Lanes,
         capabilities: CapabilitySource,
         config: ExecutorConfig,
@@ -141,7 +145,7 @@ impl Executor {
             store,
             runtime,
             registry,
-            attempts,
+            attempts: Arc::default(),
             lanes,
             global: Arc::new(Semaphore::new(config.max_attempts.max(1))),
             metrics: config.metrics.clone(),
@@ -160,7 +164,13 @@ impl Executor {
 
     /// Runs handler loops as handlers come and go, until `shutdown`; then lets running
     /// attempts finish within the grace period, interrupts the rest and hands their jobs back.
-    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+    /// Attempts of jobs `signals` announce as cancelled are interrupted.
+    pub async fn run(self: Arc<Self>, signals: Subscription, mut shutdown: watch::Receiver<bool>) {
+        let cancellations = tokio::spawn(interrupt_cancelled(
+            self.attempts.clone(),
+            self.store.clone(),
+            signals,
+        ));
         let mut changes = self.registry.subscribe();
         // One loop per handler version; a new version replaces its loop.
         let mut loops: HashMap<String, (u32, watch::Sender<bool>)> = HashMap::new();
@@ -203,6 +213,7 @@ impl Executor {
             self.attempts.interrupt_all(InterruptReason::Shutdown);
             self.attempts.drained(Duration::from_secs(30)).await;
         }
+        cancellations.abort();
     }
 
     async fn handler_loop(
@@ -446,6 +457,33 @@ impl Executor {
             retries,
             backoff_ms: backoff.min(crate::job::limits::MAX_BACKOFF_MS as u64) as i64,
             error: reason,
+        }
+    }
+}
+
+/// Interrupts the attempt of every job announced as cancelled. After missed signals it asks
+/// the store which of the running attempts' jobs are cancelled.
+async fn interrupt_cancelled(
+    attempts: Arc<RunningAttempts>,
+    store: Arc<dyn JobStore>,
+    mut signals: Subscription,
+) {
+    while let Some(received) = signals.recv().await {
+        match received {
+            Received::Signal(Signal::JobCancelled(id)) => {
+                attempts.interrupt(id, InterruptReason::Cancelled);
+            }
+            Received::Signal(_) => {}
+            Received::Missed => {
+                for id in attempts.jobs() {
+                    let cancelled = store.get(id).is_ok_and(|job| {
+                        job.is_some_and(|j| j.record.state == JobState::Cancelled)
+                    });
+                    if cancelled {
+                        attempts.interrupt(id, InterruptReason::Cancelled);
+                    }
+                }
+            }
         }
     }
 }

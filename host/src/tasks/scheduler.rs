@@ -2,7 +2,7 @@
 //! everything due.
 //!
 //! It keeps a due-time index of the active triggers (rebuilt from the store at start-up and
-//! kept current by the changes the service sends it), so it wakes only when a fire is due or
+//! kept current by re-reading each trigger a [`Signal::TriggerChanged`] names), so it wakes only when a fire is due or
 //! a trigger changes: idle triggers cost nothing. The store decides each fire against the
 //! trigger's stored cursor, so a stale entry here can at worst cause a fire request that does
 //! nothing.
@@ -12,10 +12,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::clock::Clock;
 use crate::job::EpochMs;
+use crate::signals::{Received, Signal, Subscription};
 use crate::store::{DueFire, JobStore, StoreError};
 use crate::trigger::{TriggerId, TriggerRecord};
 
@@ -26,16 +27,6 @@ const MAX_FIRES_PER_REQUEST: usize = 64;
 const MAX_REQUESTS_PER_ROUND: usize = 1_000;
 /// Pause before retrying after the store failed to fire.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
-
-/// A change the service made to a trigger.
-#[derive(Clone, Debug)]
-pub enum TriggerChange {
-    Stored(Box<TriggerRecord>),
-    Removed(TriggerId),
-}
-
-/// The sending side the service holds.
-pub type TriggerChanges = mpsc::UnboundedSender<TriggerChange>;
 
 /// Counts kept for tests and metrics.
 #[derive(Debug, Default)]
@@ -51,7 +42,7 @@ pub struct SchedulerStats {
 pub struct TriggerScheduler {
     store: Arc<dyn JobStore>,
     clock: Arc<dyn Clock>,
-    changes: mpsc::UnboundedReceiver<TriggerChange>,
+    changes: Subscription,
     stats: Arc<SchedulerStats>,
     index: DueIndex,
 }
@@ -60,13 +51,10 @@ impl TriggerScheduler {
     pub fn new(
         store: Arc<dyn JobStore>,
         clock: Arc<dyn Clock>,
-        changes: mpsc::UnboundedReceiver<TriggerChange>,
+        changes: Subscription,
         stats: Arc<SchedulerStats>,
     ) -> Result<TriggerScheduler, StoreError> {
-        let mut index = DueIndex::default();
-        for trigger in store.triggers()? {
-            index.put(&trigger);
-        }
+        let index = DueIndex::of(store.triggers()?);
         Ok(TriggerScheduler {
             store,
             clock,
@@ -93,8 +81,9 @@ impl TriggerScheduler {
                 change = self.changes.recv() => {
                     self.stats.wakeups.fetch_add(1, Ordering::Relaxed);
                     match change {
-                        Some(TriggerChange::Stored(trigger)) => self.index.put(&trigger),
-                        Some(TriggerChange::Removed(id)) => self.index.remove(id),
+                        Some(Received::Signal(Signal::TriggerChanged(id))) => self.reread(id),
+                        Some(Received::Signal(_)) => {}
+                        Some(Received::Missed) => self.reread_all(),
                         None => return,
                     }
                 }
@@ -110,6 +99,25 @@ impl TriggerScheduler {
                     }
                 }
             }
+        }
+    }
+
+    /// Brings one trigger's entry up to date with the store.
+    fn reread(&mut self, id: TriggerId) {
+        match self.store.trigger(id) {
+            Ok(Some(trigger)) => self.index.put(&trigger),
+            Ok(None) => self.index.remove(id),
+            // The old entry stays: at worst it asks for a fire the store then refuses.
+            Err(error) => tracing::error!(%error, trigger = id, "cannot read a changed trigger"),
+        }
+    }
+
+    /// Rebuilds the index from the store, after changes were missed. Until the store answers,
+    /// the old index stays: at worst it asks for fires the store then refuses.
+    fn reread_all(&mut self) {
+        match self.store.triggers() {
+            Ok(triggers) => self.index = DueIndex::of(triggers),
+            Err(error) => tracing::error!(%error, "cannot reread the triggers"),
         }
     }
 
@@ -169,6 +177,14 @@ struct DueIndex {
 }
 
 impl DueIndex {
+    fn of(triggers: impl IntoIterator<Item = TriggerRecord>) -> DueIndex {
+        let mut index = DueIndex::default();
+        for trigger in triggers {
+            index.put(&trigger);
+        }
+        index
+    }
+
     /// Indexes a trigger as stored, unless an entry from a newer revision is already here.
     fn put(&mut self, trigger: &TriggerRecord) {
         if let Some((_, revision, _)) = self.entries.get(&trigger.id)

@@ -22,14 +22,15 @@ use self::snapshot::Snapshots;
 use self::writer::{Command, MemoryRecords, Poison, Writer};
 use super::index::{IndexStats, JobIndex, ListPlan};
 use super::{
-    Activation, ApiKeyRecord, ApplyError, DueFire, Extras, JobStore, ListPage, ListQuery,
+    Activation, ApplyError, DueFire, Extras, JobStore, KvWriteError, ListPage, ListQuery,
     SecretRecord, Snapshot, StoreError, TriggerError,
 };
 use crate::audit::{AuditEntry, AuditPage, AuditQuery};
+use crate::auth::ApiKeyRecord;
 use crate::handler::HandlerRecord;
 use crate::job::state::Event;
 use crate::job::{AttemptLog, EpochMs, Job, JobId, JobPayload, JobRecord, NewJob, TenantScope};
-use crate::kv::{KvBucket, KvError, KvKey, KvKeys, KvLimits, KvOp, KvOutcome, KvUsage};
+use crate::kv::{KvBucket, KvKey, KvKeys, KvLimits, KvOp, KvOutcome, KvUsage};
 use crate::metrics::Metrics;
 use crate::retention::RetentionPolicy;
 use crate::trigger::{TriggerId, TriggerRecord};
@@ -544,7 +545,12 @@ impl JobStore for SledStore {
         self.remove_durably(&self.secrets, &secret_key(tenant, name))
     }
 
-    async fn kv_write(&self, key: KvKey, op: KvOp, limits: KvLimits) -> Result<KvOutcome, KvError> {
+    async fn kv_write(
+        &self,
+        key: KvKey,
+        op: KvOp,
+        limits: KvLimits,
+    ) -> Result<KvOutcome, KvWriteError> {
         let (reply, answer) = oneshot::channel();
         self.send(Command::KvWrite {
             key,

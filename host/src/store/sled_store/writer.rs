@@ -29,10 +29,12 @@ use super::codec::{
 use super::snapshot::{BatchKeys, Snapshots};
 use crate::job::state::{self, Event};
 use crate::job::{EpochMs, JobId, JobRecord, JobState, NewJob, TenantScope, now_ms};
-use crate::kv::{self, KvError, KvKey, KvLimits, KvOp, KvOutcome, KvUsage};
+use crate::kv::{self, KvKey, KvLimits, KvOp, KvOutcome, KvUsage};
 use crate::metrics::{Metrics, Transition};
 use crate::store::index::{IndexedJob, JobIndex};
-use crate::store::{Activation, ApplyError, DueFire, Extras, StoreError, TriggerError};
+use crate::store::{
+    Activation, ApplyError, DueFire, Extras, KvWriteError, StoreError, TriggerError,
+};
 use crate::trigger::plan::plan;
 use crate::trigger::{TriggerId, TriggerRecord};
 
@@ -101,7 +103,7 @@ pub(super) enum Command {
     },
 }
 
-pub(super) type KvReply = oneshot::Sender<Result<KvOutcome, KvError>>;
+pub(super) type KvReply = oneshot::Sender<Result<KvOutcome, KvWriteError>>;
 
 /// An answer held back until the changes it observed are durable.
 enum Answer {
@@ -114,7 +116,7 @@ enum Answer {
     Done(Reply<()>),
     Trigger(TriggerReply, Result<TriggerRecord, TriggerError>),
     Fired(Reply<Fired>, Fired),
-    Kv(KvReply, Result<KvOutcome, KvError>),
+    Kv(KvReply, Result<KvOutcome, KvWriteError>),
     Purged(Reply<usize>, usize),
 }
 
@@ -527,7 +529,12 @@ impl Writer {
 
     /// Decides a key-value write against the entry's value as of this group, within the
     /// tenant's quota, and adds it to the batch.
-    fn kv_write(&mut self, key: &KvKey, op: KvOp, limits: &KvLimits) -> Result<KvOutcome, KvError> {
+    fn kv_write(
+        &mut self,
+        key: &KvKey,
+        op: KvOp,
+        limits: &KvLimits,
+    ) -> Result<KvOutcome, KvWriteError> {
         let stored = codec::kv_key(&key.tenant, &key.bucket, &key.key);
         let current = match self.kv_in_group.get(&stored) {
             Some(value) => value.clone(),

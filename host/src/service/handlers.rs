@@ -8,6 +8,7 @@ use std::sync::{Arc, RwLock};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
+use super::{DEFAULT_TENANT, JobService, ServiceError, record_act};
 use crate::audit::AuditAction;
 use crate::auth::{self, Principal};
 use crate::grants::{GrantRequest, Grants};
@@ -16,7 +17,6 @@ use crate::job::limits::{MAX_NAME_BYTES, valid_tenant_id};
 use crate::job::{TenantScope, now_ms};
 use crate::quota::{Holdings, Quotas};
 use crate::runtime::{CompiledHandler, Runtime};
-use crate::service::{DEFAULT_TENANT, ServiceError, record_act};
 use crate::store::JobStore;
 
 /// What the server allows a handler to ask for.
@@ -562,6 +562,59 @@ impl HandlerRegistry {
             id,
             format!("type {}", handler.record.job_type),
         )
+    }
+}
+
+/// The service's front door to handlers: every API deploys, lists and removes them here.
+impl JobService {
+    /// What the server allows a handler to ask for.
+    pub fn handler_maxima(&self) -> &HandlerMaxima {
+        self.handlers.maxima()
+    }
+
+    /// Validates, compiles and stores an upload: a new handler, or a new version of the type's.
+    pub async fn deploy_handler(
+        &self,
+        caller: &Principal,
+        deployment: Deployment,
+    ) -> Result<Arc<LoadedHandler>, ServiceError> {
+        self.handlers.deploy(caller, deployment).await
+    }
+
+    /// Validates an upload at once and compiles and stores it in the background;
+    /// [`JobService::upload`] tells how it stands.
+    pub fn deploy_handler_in_background(
+        &self,
+        caller: &Principal,
+        deployment: Deployment,
+    ) -> Result<UploadStatus, ServiceError> {
+        self.handlers.deploy_in_background(caller, deployment)
+    }
+
+    /// How an upload made in the background stands.
+    pub fn upload(&self, caller: &Principal, id: &str) -> Result<UploadStatus, ServiceError> {
+        self.handlers.upload(caller, id)
+    }
+
+    /// The handlers of the caller's tenants.
+    pub fn list_handlers(
+        &self,
+        caller: &Principal,
+    ) -> Result<Vec<Arc<LoadedHandler>>, ServiceError> {
+        self.handlers.list(caller)
+    }
+
+    pub fn get_handler(
+        &self,
+        caller: &Principal,
+        id: &str,
+    ) -> Result<Arc<LoadedHandler>, ServiceError> {
+        self.handlers.get(caller, id)
+    }
+
+    /// Removes a handler: no new attempts start; running ones finish.
+    pub async fn remove_handler(&self, caller: &Principal, id: &str) -> Result<(), ServiceError> {
+        self.handlers.remove(caller, id).await
     }
 }
 
