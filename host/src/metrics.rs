@@ -4,7 +4,7 @@
 //! the text format at `GET /metrics`.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -125,19 +125,28 @@ impl Metrics {
 }
 
 /// What is read at scrape time.
-pub trait Gauges: Send + Sync + 'static {
+#[derive(Clone, Debug, Default)]
+pub struct GaugeReadings {
     /// Jobs by (tenant, type, state).
-    fn queue_depth(&self) -> Vec<(String, String, JobState, u64)>;
-    fn waiting_long_polls(&self) -> u64;
+    pub queue_depth: Vec<(String, String, JobState, u64)>,
+    pub waiting_long_polls: u64,
     /// Handler components compiled, and loaded from the compiled-code cache, since start.
-    fn handler_loads(&self) -> (u64, u64);
+    pub handler_loads: (u64, u64),
     /// Triggers by status (`active`, `paused`, `ended`).
-    fn triggers(&self) -> Vec<(&'static str, u64)>;
+    pub triggers: Vec<(&'static str, u64)>,
     /// Jobs created by trigger fires, and times the scheduler woke to fire, since start.
-    fn trigger_activity(&self) -> (u64, u64);
+    pub trigger_activity: (u64, u64),
 }
 
-struct ScrapeTime(Arc<dyn Gauges>);
+/// Where the readings of a scrape come from; read before the metrics are encoded, since
+/// encoding cannot wait for the store.
+#[async_trait::async_trait]
+pub trait Gauges: Send + Sync + 'static {
+    async fn read(&self) -> GaugeReadings;
+}
+
+/// The readings of the scrape being encoded.
+struct ScrapeTime(Arc<Mutex<GaugeReadings>>);
 
 impl std::fmt::Debug for ScrapeTime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -154,6 +163,7 @@ struct DepthLabels {
 
 impl Collector for ScrapeTime {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let readings = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let depth =
             Family::<DepthLabels, ConstGauge<i64>>::new_with_constructor(|| ConstGauge::new(0));
         {
@@ -163,7 +173,7 @@ impl Collector for ScrapeTime {
                 None,
                 depth.metric_type(),
             )?;
-            for (tenant, job_type, state, count) in self.0.queue_depth() {
+            for (tenant, job_type, state, count) in readings.queue_depth {
                 let labels = DepthLabels {
                     job_type,
                     tenant,
@@ -173,14 +183,14 @@ impl Collector for ScrapeTime {
                 gauge.encode(family.encode_family(&labels)?)?;
             }
         }
-        let waiting = ConstGauge::new(self.0.waiting_long_polls() as i64);
+        let waiting = ConstGauge::new(readings.waiting_long_polls as i64);
         waiting.encode(encoder.encode_descriptor(
             "jobhost_long_poll_waiters",
             "ActivateJobs long polls waiting for a job",
             None,
             waiting.metric_type(),
         )?)?;
-        let (compiled, cached) = self.0.handler_loads();
+        let (compiled, cached) = readings.handler_loads;
         let compiles = ConstCounter::new(compiled);
         compiles.encode(encoder.encode_descriptor(
             "jobhost_handler_compiles",
@@ -202,12 +212,12 @@ impl Collector for ScrapeTime {
                 None,
                 prometheus_client::metrics::MetricType::Gauge,
             )?;
-            for (status, count) in self.0.triggers() {
+            for (status, count) in readings.triggers {
                 let gauge = ConstGauge::new(count as i64);
                 gauge.encode(family.encode_family(&[("status", status)])?)?;
             }
         }
-        let (created, wakeups) = self.0.trigger_activity();
+        let (created, wakeups) = readings.trigger_activity;
         let created = ConstCounter::new(created);
         created.encode(encoder.encode_descriptor(
             "jobhost_trigger_jobs_created",
@@ -229,6 +239,10 @@ impl Collector for ScrapeTime {
 /// The registry of every metric, ready to render.
 pub struct MetricsRegistry {
     registry: Registry,
+    gauges: Arc<dyn Gauges>,
+    readings: Arc<Mutex<GaugeReadings>>,
+    /// One scrape at a time sets the readings and encodes them.
+    rendering: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for MetricsRegistry {
@@ -280,12 +294,21 @@ impl MetricsRegistry {
             "Outbound HTTP requests of Wasm handlers, by status (or refused, error)",
             metrics.handler_http_requests.clone(),
         );
-        registry.register_collector(Box::new(ScrapeTime(gauges)));
-        MetricsRegistry { registry }
+        let readings = Arc::new(Mutex::new(GaugeReadings::default()));
+        registry.register_collector(Box::new(ScrapeTime(readings.clone())));
+        MetricsRegistry {
+            registry,
+            gauges,
+            readings,
+            rendering: tokio::sync::Mutex::new(()),
+        }
     }
 
     /// The Prometheus text format.
-    pub fn render(&self) -> String {
+    pub async fn render(&self) -> String {
+        let _one_at_a_time = self.rendering.lock().await;
+        let readings = self.gauges.read().await;
+        *self.readings.lock().unwrap_or_else(|e| e.into_inner()) = readings;
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);

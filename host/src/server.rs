@@ -20,8 +20,8 @@ use crate::api::rest;
 use crate::auth::Principal;
 use crate::clock::{Clock, SystemClock};
 use crate::job::limits::MAX_MESSAGE_BYTES;
-use crate::job::{JobState, TenantScope, now_ms};
-use crate::metrics::{Gauges, Metrics, MetricsRegistry};
+use crate::job::{TenantScope, now_ms};
+use crate::metrics::{GaugeReadings, Gauges, Metrics, MetricsRegistry};
 use crate::quota::Quotas;
 use crate::rate_limit::RateLimit;
 use crate::retention::RetentionPolicy;
@@ -185,11 +185,14 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
             .await
             .map_err(|e| StoreError::Io(e.to_string()))??;
     let store: Arc<dyn JobStore> = Arc::new(store);
-    let keys = Arc::new(ApiKeys::load(
-        store.clone(),
-        config.admin_key.as_deref(),
-        config.default_rate_limit,
-    )?);
+    let keys = Arc::new(
+        ApiKeys::load(
+            store.clone(),
+            config.admin_key.as_deref(),
+            config.default_rate_limit,
+        )
+        .await?,
+    );
     let (stop, stopping) = watch::channel(false);
     let runtime: Arc<Runtime> = Arc::new(Runtime::new(RuntimeConfig {
         max_memory_mb: config.handler_maxima.memory_mb,
@@ -212,7 +215,8 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         config.clock.clone(),
         signals.subscribe(),
         scheduler_stats.clone(),
-    )?;
+    )
+    .await?;
     let scheduler = tokio::spawn(scheduler.run(stopping.clone()));
     let retention = tokio::spawn(crate::tasks::retention::run(
         store.clone(),
@@ -319,42 +323,34 @@ struct ServerGauges {
     scheduler: Arc<SchedulerStats>,
 }
 
+#[async_trait::async_trait]
 impl Gauges for ServerGauges {
-    fn queue_depth(&self) -> Vec<(String, String, JobState, u64)> {
-        match self.store.stats(&TenantScope::All, None, now_ms()) {
+    async fn read(&self) -> GaugeReadings {
+        use std::sync::atomic::Ordering::Relaxed;
+        let queue_depth = match self.store.stats(&TenantScope::All, None, now_ms()).await {
             Ok(stats) => stats.by_group,
             Err(error) => {
                 tracing::warn!(%error, "queue depth unavailable for metrics");
                 Vec::new()
             }
-        }
-    }
-
-    fn waiting_long_polls(&self) -> u64 {
-        self.service.waiting_activations() as u64
-    }
-
-    fn handler_loads(&self) -> (u64, u64) {
-        self.runtime.load_counts()
-    }
-
-    fn triggers(&self) -> Vec<(&'static str, u64)> {
-        let mut counts = vec![("active", 0), ("paused", 0), ("ended", 0)];
-        for trigger in self.store.triggers().unwrap_or_default() {
+        };
+        let mut triggers = vec![("active", 0), ("paused", 0), ("ended", 0)];
+        for trigger in self.store.triggers().await.unwrap_or_default() {
             let status = trigger.status().as_str();
-            if let Some(slot) = counts.iter_mut().find(|(name, _)| *name == status) {
+            if let Some(slot) = triggers.iter_mut().find(|(name, _)| *name == status) {
                 slot.1 += 1;
             }
         }
-        counts
-    }
-
-    fn trigger_activity(&self) -> (u64, u64) {
-        use std::sync::atomic::Ordering::Relaxed;
-        (
-            self.scheduler.jobs_created.load(Relaxed),
-            self.scheduler.rounds.load(Relaxed),
-        )
+        GaugeReadings {
+            queue_depth,
+            waiting_long_polls: self.service.waiting_activations() as u64,
+            handler_loads: self.runtime.load_counts(),
+            triggers,
+            trigger_activity: (
+                self.scheduler.jobs_created.load(Relaxed),
+                self.scheduler.rounds.load(Relaxed),
+            ),
+        }
     }
 }
 

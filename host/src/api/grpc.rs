@@ -343,8 +343,8 @@ impl JobsService for GrpcJobs {
     ) -> Result<Response<pb::GetJobResponse>, Status> {
         let caller = self.caller(&request)?;
         let key = &request.get_ref().job_key;
-        let job = self.service.get_job(&caller, key).map_err(status)?;
-        let attempts = self.service.attempts_of(&job).map_err(status)?;
+        let job = self.service.get_job(&caller, key).await.map_err(status)?;
+        let attempts = self.service.attempts_of(&job).await.map_err(status)?;
         let mut message = job_message(job);
         message.attempts = attempts
             .into_iter()
@@ -386,7 +386,11 @@ impl JobsService for GrpcJobs {
             sort_by: some(m.sort_by),
             sort_order: some(m.sort_order),
         };
-        let page = self.service.list_jobs(&caller, list).map_err(status)?;
+        let page = self
+            .service
+            .list_jobs(&caller, list)
+            .await
+            .map_err(status)?;
         let pagination = pb::Pagination {
             page: page.page as i32,
             page_size: page.page_size as i32,

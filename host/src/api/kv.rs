@@ -42,7 +42,10 @@ async fn list_buckets(
     Query(params): Query<HashMap<String, String>>,
 ) -> Reply<KvBucketList> {
     let caller = api.service.authenticate(presented_key(&headers))?;
-    let buckets = api.service.kv_buckets(&caller, tenant_param(&params))?;
+    let buckets = api
+        .service
+        .kv_buckets(&caller, tenant_param(&params))
+        .await?;
     let tenant_id = match tenant_param(&params).trim() {
         "" => DEFAULT_TENANT.to_string(),
         named => named.to_string(),
@@ -83,13 +86,16 @@ async fn list_keys(
             ServiceError::InvalidArgument(format!("limit must be a number, not '{text}'"))
         })?),
     };
-    let page = api.service.kv_keys(
-        &caller,
-        tenant_param(&params),
-        &bucket,
-        params.get("after").map(String::as_str),
-        limit,
-    )?;
+    let page = api
+        .service
+        .kv_keys(
+            &caller,
+            tenant_param(&params),
+            &bucket,
+            params.get("after").map(String::as_str),
+            limit,
+        )
+        .await?;
     ok(KvKeyList {
         keys: page.keys,
         next: page.next,
@@ -113,7 +119,8 @@ async fn get_value(
     let caller = api.service.authenticate(presented_key(&headers))?;
     let bytes = api
         .service
-        .kv_get(&caller, tenant_param(&params), &bucket, &key)?;
+        .kv_get(&caller, tenant_param(&params), &bucket, &key)
+        .await?;
     let size = bytes.len();
     let (value, value_hex) = match String::from_utf8(bytes) {
         Ok(text) => (Some(text), None),

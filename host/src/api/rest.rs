@@ -309,7 +309,7 @@ async fn render_metrics(State(api): State<Api>, headers: HeaderMap) -> Result<Re
     let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
     Ok((
         [(axum::http::header::CONTENT_TYPE, content_type)],
-        api.metrics.render(),
+        api.metrics.render().await,
     )
         .into_response())
 }
@@ -391,7 +391,8 @@ async fn job_stats(
     let caller = caller(&api, &headers)?;
     let stats = api
         .service
-        .job_stats(&caller, params.get("tenant_id").map(String::as_str))?;
+        .job_stats(&caller, params.get("tenant_id").map(String::as_str))
+        .await?;
     ok(JobStats::of(&stats))
 }
 
@@ -443,7 +444,7 @@ async fn create_job(State(api): State<Api>, headers: HeaderMap, bytes: Bytes) ->
     let caller = caller(&api, &headers)?;
     let create = create_request(body(&bytes)?)?;
     let key = api.service.create_job(&caller, create).await?;
-    let job = api.service.get_job(&caller, &key.to_string())?;
+    let job = api.service.get_job(&caller, &key.to_string()).await?;
     ok(CreatedJob {
         job_key: key.to_string(),
         job: JobView::of(&job),
@@ -527,8 +528,8 @@ async fn get_job(
     Path(key): Path<String>,
 ) -> Reply<JobView> {
     let caller = caller(&api, &headers)?;
-    let job = api.service.get_job(&caller, &key)?;
-    let attempts = api.service.attempts_of(&job)?;
+    let job = api.service.get_job(&caller, &key).await?;
+    let attempts = api.service.attempts_of(&job).await?;
     ok(JobView::of(&job).with_attempts(&attempts))
 }
 
@@ -557,7 +558,7 @@ async fn list_jobs(
         sort_by: text("sort_by"),
         sort_order: text("sort_order"),
     };
-    let page = api.service.list_jobs(&caller, request)?;
+    let page = api.service.list_jobs(&caller, request).await?;
     let state = text("state").or_else(|| text("status"));
     let filters = FiltersApplied {
         status: state.clone(),
@@ -633,7 +634,7 @@ async fn complete_job(
     let request: CompleteBody = body(&bytes)?;
     let result = object_text("variables", request.variables)?;
     api.service.complete_job(&caller, &key, result).await?;
-    changed(&api, &caller, &key)
+    changed(&api, &caller, &key).await
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -670,7 +671,7 @@ async fn fail_job(
             request.backoff_timeout,
         )
         .await?;
-    changed(&api, &caller, &key)
+    changed(&api, &caller, &key).await
 }
 
 #[utoipa::path(post, path = "/api/v1/jobs/{key}/cancel", tag = "jobs",
@@ -683,7 +684,7 @@ async fn cancel_job(
 ) -> Reply<JobView> {
     let caller = caller(&api, &headers)?;
     api.service.cancel_job(&caller, &key).await?;
-    changed(&api, &caller, &key)
+    changed(&api, &caller, &key).await
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -705,7 +706,7 @@ async fn update_retries(
     api.service
         .update_retries(&caller, &key, request.retries)
         .await?;
-    changed(&api, &caller, &key)
+    changed(&api, &caller, &key).await
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -727,12 +728,12 @@ async fn update_timeout(
     api.service
         .update_timeout(&caller, &key, request.timeout)
         .await?;
-    changed(&api, &caller, &key)
+    changed(&api, &caller, &key).await
 }
 
 /// Answers a change with the job as it now is.
-fn changed(api: &Api, caller: &Principal, key: &str) -> Reply<JobView> {
-    let job = api.service.get_job(caller, key)?;
+async fn changed(api: &Api, caller: &Principal, key: &str) -> Reply<JobView> {
+    let job = api.service.get_job(caller, key).await?;
     ok(JobView::of(&job))
 }
 
@@ -759,7 +760,7 @@ async fn create_key(State(api): State<Api>, headers: HeaderMap, bytes: Bytes) ->
         tenants: request.tenants,
         rate_limit: request.rate_limit,
     };
-    let (info, key) = api.service.create_key(&caller, new_key)?;
+    let (info, key) = api.service.create_key(&caller, new_key).await?;
     ok(CreatedKey {
         key,
         info: info.into(),
@@ -785,7 +786,7 @@ async fn revoke_key(
     Path(id): Path<String>,
 ) -> Reply<RevokedKey> {
     let caller = caller(&api, &headers)?;
-    api.service.revoke_key(&caller, &id)?;
+    api.service.revoke_key(&caller, &id).await?;
     ok(RevokedKey { revoked: id })
 }
 
@@ -811,7 +812,7 @@ async fn audit_trail(
         before: number("before")?,
         limit: number("limit")?.map(|n| n.min(usize::MAX as u64) as usize),
     };
-    let page = api.service.audit_trail(&caller, request)?;
+    let page = api.service.audit_trail(&caller, request).await?;
     ok(AuditTrail {
         entries: page.entries.iter().map(AuditView::of).collect(),
         next_before: page.next_before,
@@ -828,7 +829,7 @@ async fn whoami(State(api): State<Api>, headers: HeaderMap) -> Reply<WhoAmI> {
         crate::job::TenantScope::All => None,
         crate::job::TenantScope::Only(tenants) => Some(tenants.iter().cloned().collect::<Vec<_>>()),
     };
-    let known = api.service.known_tenants(&caller)?;
+    let known = api.service.known_tenants(&caller).await?;
     ok(WhoAmI {
         key_id: caller.key_id.clone(),
         permissions: caller.permissions.iter().cloned().collect(),
@@ -869,7 +870,7 @@ async fn list_triggers(
         name: params.get("name").cloned(),
         job_type: params.get("type").cloned(),
     };
-    let triggers = api.service.list_triggers(&caller, &filter)?;
+    let triggers = api.service.list_triggers(&caller, &filter).await?;
     ok(TriggerList {
         total_count: triggers.len(),
         triggers: triggers.iter().map(TriggerView::of).collect(),
@@ -885,7 +886,9 @@ async fn get_trigger(
     Path(id): Path<String>,
 ) -> Reply<TriggerView> {
     let caller = caller(&api, &headers)?;
-    ok(TriggerView::of(&api.service.get_trigger(&caller, &id)?))
+    ok(TriggerView::of(
+        &api.service.get_trigger(&caller, &id).await?,
+    ))
 }
 
 #[utoipa::path(patch, path = "/api/v1/triggers/{id}", tag = "triggers",

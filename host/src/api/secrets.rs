@@ -66,7 +66,10 @@ async fn list_secrets(
     Query(params): Query<HashMap<String, String>>,
 ) -> Reply<SecretList> {
     let caller = api.service.authenticate(presented_key(&headers))?;
-    let secrets = api.service.list_secrets(&caller, tenant_param(&params))?;
+    let secrets = api
+        .service
+        .list_secrets(&caller, tenant_param(&params))
+        .await?;
     ok(SecretList {
         secrets: secrets.into_iter().map(SecretView::from).collect(),
     })
@@ -88,7 +91,8 @@ async fn get_secret(
     let caller = api.service.authenticate(presented_key(&headers))?;
     ok(api
         .service
-        .secret_info(&caller, tenant_param(&params), &name)?
+        .secret_info(&caller, tenant_param(&params), &name)
+        .await?
         .into())
 }
 

@@ -184,7 +184,7 @@ pub async fn run(jobs: usize) -> Result<ListingReport, StoreError> {
         let mut matching = 0;
         for _ in 0..REPEATS {
             let started = Instant::now();
-            let page = store.list(&query)?;
+            let page = store.list(&query).await?;
             times.push(started.elapsed().as_secs_f64() * 1000.0);
             matching = page.total;
         }
@@ -200,7 +200,7 @@ pub async fn run(jobs: usize) -> Result<ListingReport, StoreError> {
     let mut total = 0;
     for _ in 0..REPEATS {
         let started = Instant::now();
-        let stats = store.stats(&TenantScope::All, None, now_ms())?;
+        let stats = store.stats(&TenantScope::All, None, now_ms()).await?;
         times.push(started.elapsed().as_secs_f64() * 1000.0);
         total = stats.by_state.total();
     }

@@ -92,7 +92,7 @@ fn listings_answer_a_page_or_name_the_bad_parameter() {
         fixture.create("{}");
     }
     fuzz(256, listing_request(), |request| {
-        let listed = fixture.service.list_jobs(&Principal::admin(), request);
+        let listed = fixture.block_on(fixture.service.list_jobs(&Principal::admin(), request));
         assert_ok_or_invalid(
             &listed,
             &[
@@ -141,7 +141,7 @@ fn job_keys_find_a_job_or_are_refused() {
         any::<String>(),
     ];
     fuzz(512, keys, |key| {
-        match fixture.service.get_job(&Principal::admin(), &key) {
+        match fixture.block_on(fixture.service.get_job(&Principal::admin(), &key)) {
             Ok(_) | Err(ServiceError::NotFound(_)) => {}
             Err(ServiceError::InvalidArgument(message)) => {
                 prop_assert!(message.contains("job"), "{message:?}")

@@ -85,7 +85,9 @@ impl Fixture {
             .expect("tokio runtime");
         let dir = tempfile::tempdir().expect("temp dir");
         let store: Arc<dyn JobStore> = Arc::new(SledStore::open(dir.path()).expect("store"));
-        let keys = Arc::new(ApiKeys::load(store.clone(), Some(ADMIN_KEY), None).expect("keys"));
+        let keys = runtime
+            .block_on(ApiKeys::load(store.clone(), Some(ADMIN_KEY), None))
+            .expect("keys");
         let (stop, shutdown) = watch::channel(false);
         let sandbox = crate::runtime::Runtime::new(crate::runtime::RuntimeConfig {
             max_memory_mb: 16,
@@ -104,7 +106,7 @@ impl Fixture {
         let service = Arc::new(JobService::new(
             store.clone(),
             ServiceParts {
-                keys,
+                keys: Arc::new(keys),
                 handlers: Arc::new(handlers),
                 shutdown,
                 clock: Arc::new(SystemClock),

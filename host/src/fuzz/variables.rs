@@ -54,8 +54,11 @@ fn variables_are_stored_when_a_json_object_and_refused_otherwise() {
         match (expected_variables(&text), created) {
             (Some(expected), Ok(key)) => {
                 let job = fixture
-                    .service
-                    .get_job(&Principal::admin(), &key.to_string())
+                    .block_on(
+                        fixture
+                            .service
+                            .get_job(&Principal::admin(), &key.to_string()),
+                    )
                     .expect("the created job");
                 prop_assert_eq!(job.payload.variables, expected);
             }

@@ -23,7 +23,7 @@ pub struct AuditRequest {
 }
 
 /// Records an act of `caller` durably.
-pub(crate) fn record_act(
+pub(crate) async fn record_act(
     store: &Arc<dyn JobStore>,
     caller: &Principal,
     action: AuditAction,
@@ -32,7 +32,7 @@ pub(crate) fn record_act(
     detail: impl Into<String>,
 ) -> Result<(), ServiceError> {
     let entry = AuditEntry::new(caller, action, tenants, target, detail);
-    let entry = store.record_audit(entry)?;
+    let entry = store.record_audit(entry).await?;
     tracing::info!(
         audit = entry.id, action = entry.action.as_str(), key_id = %entry.key_id,
         target = %entry.target, tenants = ?entry.tenants, "audited"
@@ -42,7 +42,7 @@ pub(crate) fn record_act(
 
 impl JobService {
     /// The acts on the caller's tenants, newest first.
-    pub fn audit_trail(
+    pub async fn audit_trail(
         &self,
         caller: &Principal,
         request: AuditRequest,
@@ -84,6 +84,6 @@ impl JobService {
             before: request.before,
             limit,
         };
-        Ok(self.store.audit_trail(&query)?)
+        Ok(self.store.audit_trail(&query).await?)
     }
 }

@@ -34,10 +34,7 @@ impl JobService {
         let compiled_dir: Option<PathBuf> = with_compiled
             .then(|| self.handlers.compiled_cache_dir().map(Into::into))
             .flatten();
-        let store = self.store.clone();
-        let snapshot = tokio::task::spawn_blocking(move || store.snapshot())
-            .await
-            .map_err(|e| ServiceError::Internal(e.to_string()))??;
+        let snapshot = self.store.snapshot().await?;
         tracing::info!(key_id = %caller.key_id, with_compiled = compiled_dir.is_some(), "backup started");
         record_act(
             &self.store,
@@ -50,7 +47,8 @@ impl JobService {
             } else {
                 "without compiled code"
             },
-        )?;
+        )
+        .await?;
         let (chunks, receiver) = mpsc::channel(CHUNKS_AHEAD);
         tokio::task::spawn_blocking(move || {
             let written = backup::write_snapshot(snapshot, compiled_dir.as_deref(), |chunk| {

@@ -140,9 +140,9 @@ impl HandlerRegistry {
         quotas: &Quotas,
     ) -> Result<HandlerRegistry, ServiceError> {
         let mut handlers = BTreeMap::new();
-        for record in store.handlers()? {
+        for record in store.handlers().await? {
             let version = record.current().clone();
-            let Some(bytes) = store.component(&version.component_sha256)? else {
+            let Some(bytes) = store.component(&version.component_sha256).await? else {
                 tracing::error!(handler = %record.id, "component bytes missing; handler not loaded");
                 continue;
             };
@@ -414,8 +414,8 @@ impl HandlerRegistry {
             grants,
         };
         record.versions.push(version);
-        self.store.put_component(&sha, &bytes)?;
-        self.store.put_handler(&record)?;
+        self.store.put_component(&sha, &bytes).await?;
+        self.store.put_handler(&record).await?;
         let current = record.current();
         record_act(
             &self.store,
@@ -430,7 +430,8 @@ impl HandlerRegistry {
                 current.component_bytes,
                 hex::encode(current.component_sha256)
             ),
-        )?;
+        )
+        .await?;
         let loaded = Arc::new(LoadedHandler {
             record,
             compiled: Arc::new(compiled),
@@ -548,7 +549,7 @@ impl HandlerRegistry {
     pub async fn remove(&self, caller: &Principal, id: &str) -> Result<(), ServiceError> {
         let handler = self.get(caller, id)?;
         let _one_at_a_time = self.deploying.lock().await;
-        self.store.delete_handler(id)?;
+        self.store.delete_handler(id).await?;
         self.handlers
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -562,6 +563,7 @@ impl HandlerRegistry {
             id,
             format!("type {}", handler.record.job_type),
         )
+        .await
     }
 }
 

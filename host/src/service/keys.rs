@@ -21,12 +21,12 @@ use crate::store::{JobStore, StoreError};
 impl JobService {
     /// Creates a key no more powerful than the caller: only its tenants, only its permissions.
     /// Answers the key's description and the key itself, shown this once.
-    pub fn create_key(
+    pub async fn create_key(
         &self,
         caller: &Principal,
         request: NewKey,
     ) -> Result<(KeyInfo, String), ServiceError> {
-        let (info, key) = self.keys.create_key(caller, request)?;
+        let (info, key) = self.keys.create_key(caller, request).await?;
         record_act(
             &self.store,
             caller,
@@ -34,7 +34,8 @@ impl JobService {
             info.tenants.clone().unwrap_or_default(),
             info.id.clone(),
             format!("'{}' with {}", info.name, info.permissions.join(", ")),
-        )?;
+        )
+        .await?;
         Ok((info, key))
     }
 
@@ -44,10 +45,11 @@ impl JobService {
     }
 
     /// Revokes a key the caller could have created; any other key is not found.
-    pub fn revoke_key(&self, caller: &Principal, id: &str) -> Result<KeyInfo, ServiceError> {
+    pub async fn revoke_key(&self, caller: &Principal, id: &str) -> Result<KeyInfo, ServiceError> {
         let revoked = self
             .keys
-            .revoke_key(caller, id)?
+            .revoke_key(caller, id)
+            .await?
             .ok_or_else(|| ServiceError::NotFound(format!("API key {id} not found")))?;
         record_act(
             &self.store,
@@ -56,7 +58,8 @@ impl JobService {
             revoked.tenants.clone().unwrap_or_default(),
             revoked.id.clone(),
             format!("'{}'", revoked.name),
-        )?;
+        )
+        .await?;
         Ok(revoked)
     }
 
@@ -100,13 +103,14 @@ pub struct ApiKeys {
 }
 
 impl ApiKeys {
-    pub fn load(
+    pub async fn load(
         store: Arc<dyn JobStore>,
         admin_key: Option<&str>,
         default_limit: Option<RateLimit>,
     ) -> Result<ApiKeys, StoreError> {
         let keys = store
-            .api_keys()?
+            .api_keys()
+            .await?
             .into_iter()
             .map(|key| (key.id.clone(), KnownKey::new(key, default_limit)))
             .collect();
@@ -154,7 +158,7 @@ impl ApiKeys {
 
     /// Creates a key no more powerful than its creator's; returns it with the secret, the
     /// only time the secret is shown.
-    pub fn create_key(
+    pub async fn create_key(
         &self,
         creator: &Principal,
         request: NewKey,
@@ -206,9 +210,8 @@ impl ApiKeys {
             Some(unique.into_iter().collect())
         };
         let rate_limit = self.rate_limit_for(creator, request.rate_limit)?;
-        let mut rng = rand::rng();
-        let id = hex::encode(rng.random::<[u8; 8]>());
-        let secret = hex::encode(rng.random::<[u8; 24]>());
+        let id = hex::encode(rand::rng().random::<[u8; 8]>());
+        let secret = hex::encode(rand::rng().random::<[u8; 24]>());
         let key = format!("jh_{id}_{secret}");
         let record = ApiKeyRecord {
             id: id.clone(),
@@ -219,7 +222,7 @@ impl ApiKeys {
             created_at: now_ms(),
             rate_limit,
         };
-        self.store.put_api_key(&record)?;
+        self.store.put_api_key(&record).await?;
         let known = KnownKey::new(record, self.default_limit);
         let info = info(&known);
         self.keys
@@ -276,20 +279,31 @@ impl ApiKeys {
     /// Revokes a key at once and answers what it was; `None` if there is no such key the
     /// caller covers (a key beyond the caller's reach is reported as absent, not forbidden, so
     /// its existence is not disclosed).
-    pub fn revoke_key(
+    pub async fn revoke_key(
         &self,
         caller: &Principal,
         id: &str,
     ) -> Result<Option<KeyInfo>, ServiceError> {
         caller.require(KEYS)?;
         let id = parse_key_id(id).unwrap_or(id);
-        let mut keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
-        match keys.get(id) {
-            Some(key) if caller.covers(&key.record) => {}
-            _ => return Ok(None),
+        let covered = self
+            .keys
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .is_some_and(|key| caller.covers(&key.record));
+        if !covered {
+            return Ok(None);
         }
-        self.store.delete_api_key(id)?;
-        Ok(keys.remove(id).as_ref().map(info))
+        // The key authenticates until it is gone from the store and then from the cache;
+        // the revocation answers only after both.
+        self.store.delete_api_key(id).await?;
+        let removed = self
+            .keys
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+        Ok(removed.as_ref().map(info))
     }
 }
 

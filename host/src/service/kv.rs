@@ -60,17 +60,17 @@ impl JobService {
     }
 
     /// A tenant's buckets that hold keys, with what each holds.
-    pub fn kv_buckets(
+    pub async fn kv_buckets(
         &self,
         caller: &Principal,
         tenant: &str,
     ) -> Result<Vec<KvBucket>, ServiceError> {
         let tenant = self.kv_tenant(caller, tenant)?;
-        Ok(self.store.kv_buckets(&tenant)?)
+        Ok(self.store.kv_buckets(&tenant).await?)
     }
 
     /// A page of a bucket's keys after `after`, in byte order.
-    pub fn kv_keys(
+    pub async fn kv_keys(
         &self,
         caller: &Principal,
         tenant: &str,
@@ -86,11 +86,11 @@ impl JobService {
                 "limit must be between 1 and {MAX_KEYS_PAGE}"
             )));
         }
-        Ok(self.store.kv_keys(&tenant, bucket, after, limit)?)
+        Ok(self.store.kv_keys(&tenant, bucket, after, limit).await?)
     }
 
     /// The value under a key.
-    pub fn kv_get(
+    pub async fn kv_get(
         &self,
         caller: &Principal,
         tenant: &str,
@@ -98,7 +98,10 @@ impl JobService {
         key: &str,
     ) -> Result<Vec<u8>, ServiceError> {
         let key = self.kv_key(caller, tenant, bucket, key)?;
-        self.store.kv_get(&key)?.ok_or_else(|| not_found(&key))
+        self.store
+            .kv_get(&key)
+            .await?
+            .ok_or_else(|| not_found(&key))
     }
 
     /// Sets the value under a key, durably, within the tenant's quotas.
@@ -123,6 +126,7 @@ impl JobService {
             format!("{}/{}", key.bucket, key.key),
             format!("{bytes} bytes"),
         )
+        .await
     }
 
     /// Deletes a key; not found if it holds nothing.
@@ -149,6 +153,7 @@ impl JobService {
             format!("{}/{}", key.bucket, key.key),
             "deleted",
         )
+        .await
     }
 }
 

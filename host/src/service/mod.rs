@@ -242,7 +242,7 @@ impl JobService {
 
     /// Counts of the caller's jobs (in one tenant, if named) by state, type and tenant, with
     /// the last hour's completions and incidents per minute and run times.
-    pub fn job_stats(
+    pub async fn job_stats(
         &self,
         caller: &Principal,
         tenant_id: Option<&str>,
@@ -255,24 +255,24 @@ impl JobService {
             }
             caller.require_tenant(tenant)?;
         }
-        Ok(self.store.stats(&caller.tenants, tenant, now_ms())?)
+        Ok(self.store.stats(&caller.tenants, tenant, now_ms()).await?)
     }
 
     /// Tenants in the caller's scope that have jobs, handlers or triggers, and every tenant the
     /// caller is granted by name.
-    pub fn known_tenants(&self, caller: &Principal) -> Result<Vec<String>, ServiceError> {
+    pub async fn known_tenants(&self, caller: &Principal) -> Result<Vec<String>, ServiceError> {
         let mut tenants = std::collections::BTreeSet::new();
         if let TenantScope::Only(granted) = &caller.tenants {
             tenants.extend(granted.iter().cloned());
         }
-        tenants.extend(self.store.job_tenants()?);
+        tenants.extend(self.store.job_tenants().await?);
         tenants.extend(
             self.handlers
                 .snapshot()
                 .iter()
                 .map(|h| h.record.tenant.clone()),
         );
-        tenants.extend(self.store.triggers()?.into_iter().map(|t| t.tenant));
+        tenants.extend(self.store.triggers().await?.into_iter().map(|t| t.tenant));
         tenants.retain(|tenant| caller.tenants.contains(tenant));
         Ok(tenants.into_iter().collect())
     }
@@ -586,7 +586,8 @@ impl JobService {
             vec![record.tenant.clone()],
             record.id.to_string(),
             format!("retries set to {retries}; the job is {}", record.state),
-        )?;
+        )
+        .await?;
         Ok(record)
     }
 
@@ -605,13 +606,14 @@ impl JobService {
             vec![record.tenant.clone()],
             record.id.to_string(),
             format!("type {}", record.job_type),
-        )?;
+        )
+        .await?;
         Ok(record)
     }
 
     /// The Wasm attempts logged for a job read with [`JobService::get_job`], oldest first.
-    pub fn attempts_of(&self, job: &Job) -> Result<Vec<AttemptLog>, ServiceError> {
-        Ok(self.store.attempts(job.record.id)?)
+    pub async fn attempts_of(&self, job: &Job) -> Result<Vec<AttemptLog>, ServiceError> {
+        Ok(self.store.attempts(job.record.id).await?)
     }
 
     async fn change(
@@ -628,16 +630,16 @@ impl JobService {
         Ok(record)
     }
 
-    pub fn get_job(&self, caller: &Principal, key: &str) -> Result<Job, ServiceError> {
+    pub async fn get_job(&self, caller: &Principal, key: &str) -> Result<Job, ServiceError> {
         caller.require(auth::JOBS)?;
         let key = parse_key(key)?;
-        match self.store.get(key.id)? {
+        match self.store.get(key.id).await? {
             Some(job) if caller.tenants.contains(&job.record.tenant) => Ok(job),
             _ => Err(ServiceError::NotFound(format!("job {} not found", key.id))),
         }
     }
 
-    pub fn list_jobs(
+    pub async fn list_jobs(
         &self,
         caller: &Principal,
         request: ListJobs,
@@ -741,7 +743,7 @@ impl JobService {
             jobs,
             total,
             counts,
-        } = self.store.list(&query)?;
+        } = self.store.list(&query).await?;
         Ok(JobsPage {
             jobs,
             page: page as u32,

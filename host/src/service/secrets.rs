@@ -58,8 +58,9 @@ impl JobService {
         // Handlers read values through wasi:config, whose values are strings.
         let value = String::from_utf8(value)
             .map_err(|_| invalid(format!("secret {name} must be UTF-8 text")))?;
-        let existing = self.store.secret(&tenant, name)?;
-        if existing.is_none() && self.store.secrets(&tenant)?.len() >= MAX_SECRETS_PER_TENANT {
+        let existing = self.store.secret(&tenant, name).await?;
+        if existing.is_none() && self.store.secrets(&tenant).await?.len() >= MAX_SECRETS_PER_TENANT
+        {
             return Err(ServiceError::ResourceExhausted(format!(
                 "tenant {tenant} already holds {MAX_SECRETS_PER_TENANT} secrets; remove one first"
             )));
@@ -70,11 +71,7 @@ impl JobService {
             name: name.to_string(),
             updated_at: now_ms(),
         };
-        let store = self.store.clone();
-        let stored = record.clone();
-        tokio::task::spawn_blocking(move || store.put_secret(&stored))
-            .await
-            .map_err(|e| ServiceError::Internal(e.to_string()))??;
+        self.store.put_secret(&record).await?;
         let created = existing.is_none();
         record_act(
             &self.store,
@@ -83,12 +80,13 @@ impl JobService {
             vec![tenant],
             name,
             if created { "created" } else { "value replaced" },
-        )?;
+        )
+        .await?;
         Ok((SecretInfo::from(&record), created))
     }
 
     /// The names and update times of a tenant's secrets.
-    pub fn list_secrets(
+    pub async fn list_secrets(
         &self,
         caller: &Principal,
         tenant: &str,
@@ -98,14 +96,15 @@ impl JobService {
         caller.require_tenant(&tenant)?;
         Ok(self
             .store
-            .secrets(&tenant)?
+            .secrets(&tenant)
+            .await?
             .iter()
             .map(SecretInfo::from)
             .collect())
     }
 
     /// One secret's name and update time.
-    pub fn secret_info(
+    pub async fn secret_info(
         &self,
         caller: &Principal,
         tenant: &str,
@@ -115,7 +114,8 @@ impl JobService {
         let tenant = tenant_or_default(tenant)?;
         caller.require_tenant(&tenant)?;
         self.store
-            .secret(&tenant, name)?
+            .secret(&tenant, name)
+            .await?
             .map(|record| SecretInfo::from(&record))
             .ok_or_else(|| not_found(&tenant, name))
     }
@@ -127,12 +127,8 @@ impl JobService {
         tenant: &str,
         name: &str,
     ) -> Result<SecretInfo, ServiceError> {
-        let info = self.secret_info(caller, tenant, name)?;
-        let store = self.store.clone();
-        let (owner, named) = (info.tenant.clone(), info.name.clone());
-        let removed = tokio::task::spawn_blocking(move || store.delete_secret(&owner, &named))
-            .await
-            .map_err(|e| ServiceError::Internal(e.to_string()))??;
+        let info = self.secret_info(caller, tenant, name).await?;
+        let removed = self.store.delete_secret(&info.tenant, &info.name).await?;
         if !removed {
             return Err(not_found(&info.tenant, name));
         }
@@ -143,7 +139,8 @@ impl JobService {
             vec![info.tenant.clone()],
             name,
             "removed",
-        )?;
+        )
+        .await?;
         Ok(info)
     }
 }

@@ -114,7 +114,8 @@ impl JobService {
         let _one_at_a_time = self.creating_trigger.lock().await;
         let held = self
             .store
-            .triggers()?
+            .triggers()
+            .await?
             .iter()
             .filter(|t| t.tenant == trigger.tenant)
             .count();
@@ -127,7 +128,8 @@ impl JobService {
         let stored = self.store.create_trigger(trigger).await?;
         self.announce(&stored);
         tracing::info!(trigger = stored.id, tenant = %stored.tenant, name = %stored.name, job_type = %stored.job_type, schedule = %stored.schedule, "trigger created");
-        self.audit_trigger(caller, AuditAction::TriggerCreated, &stored)?;
+        self.audit_trigger(caller, AuditAction::TriggerCreated, &stored)
+            .await?;
         Ok(stored)
     }
 
@@ -142,7 +144,7 @@ impl JobService {
         caller.require(auth::TRIGGERS)?;
         let id = parse_trigger_id(id)?;
         for _ in 0..CHANGE_ATTEMPTS {
-            let current = self.scoped_trigger(caller, id)?;
+            let current = self.scoped_trigger(caller, id).await?;
             let now = self.clock.now();
             let mut trigger = current.clone();
             if let Some(tenant) = &change.tenant_id
@@ -180,7 +182,8 @@ impl JobService {
                 Ok(stored) => {
                     self.announce(&stored);
                     tracing::info!(trigger = stored.id, tenant = %stored.tenant, name = %stored.name, status = stored.status().as_str(), "trigger changed");
-                    self.audit_trigger(caller, AuditAction::TriggerChanged, &stored)?;
+                    self.audit_trigger(caller, AuditAction::TriggerChanged, &stored)
+                        .await?;
                     return Ok(stored);
                 }
                 Err(TriggerError::Conflict(_)) => continue,
@@ -205,17 +208,22 @@ impl JobService {
             .await?;
         self.signals.publish(Signal::TriggerChanged(id));
         tracing::info!(trigger = id, tenant = %removed.tenant, name = %removed.name, "trigger removed");
-        self.audit_trigger(caller, AuditAction::TriggerRemoved, &removed)?;
+        self.audit_trigger(caller, AuditAction::TriggerRemoved, &removed)
+            .await?;
         Ok(removed)
     }
 
-    pub fn get_trigger(&self, caller: &Principal, id: &str) -> Result<TriggerRecord, ServiceError> {
+    pub async fn get_trigger(
+        &self,
+        caller: &Principal,
+        id: &str,
+    ) -> Result<TriggerRecord, ServiceError> {
         caller.require(auth::TRIGGERS)?;
-        self.scoped_trigger(caller, parse_trigger_id(id)?)
+        self.scoped_trigger(caller, parse_trigger_id(id)?).await
     }
 
     /// The caller's triggers that match the filter, by tenant and name.
-    pub fn list_triggers(
+    pub async fn list_triggers(
         &self,
         caller: &Principal,
         filter: &TriggerFilter,
@@ -229,7 +237,8 @@ impl JobService {
         };
         let mut triggers: Vec<_> = self
             .store
-            .triggers()?
+            .triggers()
+            .await?
             .into_iter()
             .filter(|t| caller.tenants.contains(&t.tenant))
             .filter(|t| wanted(&filter.tenant_id, &t.tenant))
@@ -240,18 +249,18 @@ impl JobService {
         Ok(triggers)
     }
 
-    fn scoped_trigger(
+    async fn scoped_trigger(
         &self,
         caller: &Principal,
         id: TriggerId,
     ) -> Result<TriggerRecord, ServiceError> {
-        match self.store.trigger(id)? {
+        match self.store.trigger(id).await? {
             Some(trigger) if caller.tenants.contains(&trigger.tenant) => Ok(trigger),
             _ => Err(ServiceError::NotFound(format!("trigger {id} not found"))),
         }
     }
 
-    fn audit_trigger(
+    async fn audit_trigger(
         &self,
         caller: &Principal,
         action: AuditAction,
@@ -271,6 +280,7 @@ impl JobService {
                 trigger.status().as_str()
             ),
         )
+        .await
     }
 
     fn announce(&self, trigger: &TriggerRecord) {

@@ -138,6 +138,7 @@ pub async fn a_create_with_a_used_idempotency_key_answers_the_first_job_and_crea
             job_type: Some("mail".into()),
             ..ListQuery::all(TenantScope::All, 10)
         })
+        .await
         .unwrap();
     assert_eq!(page.total, 1);
 }
@@ -174,7 +175,13 @@ async fn create(store: &Arc<dyn JobStore>, job: NewJob) -> u64 {
 }
 
 async fn state_of(store: &Arc<dyn JobStore>, id: u64) -> JobState {
-    store.get(id).unwrap().expect("job exists").record.state
+    store
+        .get(id)
+        .await
+        .unwrap()
+        .expect("job exists")
+        .record
+        .state
 }
 
 pub async fn created_job_reads_back_with_its_payload(open: Open, dir: &Path) {
@@ -182,7 +189,7 @@ pub async fn created_job_reads_back_with_its_payload(open: Open, dir: &Path) {
     let mut job = new_job("t", "acme");
     job.payload.custom_headers.insert("h".into(), "v".into());
     let id = create(&store, job).await;
-    let read = store.get(id).unwrap().unwrap();
+    let read = store.get(id).await.unwrap().unwrap();
     assert_eq!(read.record.state, JobState::Activatable);
     assert_eq!(
         (read.record.tenant.as_str(), read.record.retries),
@@ -190,7 +197,7 @@ pub async fn created_job_reads_back_with_its_payload(open: Open, dir: &Path) {
     );
     assert_eq!(read.payload.variables, r#"{"n":1}"#);
     assert_eq!(read.payload.custom_headers["h"], "v");
-    assert!(store.get(id + 1000).unwrap().is_none());
+    assert!(store.get(id + 1000).await.unwrap().is_none());
 }
 
 pub async fn each_job_is_leased_to_one_of_many_concurrent_activations(open: Open, dir: &Path) {
@@ -337,7 +344,7 @@ pub async fn a_job_outside_the_scope_is_not_found(open: Open, dir: &Path) {
 pub async fn a_refused_event_changes_nothing(open: Open, dir: &Path) {
     let store = open(dir);
     let id = create(&store, new_job("t", "default")).await;
-    let before = store.get(id).unwrap().unwrap();
+    let before = store.get(id).await.unwrap().unwrap();
     let complete = Event::Complete {
         lease: None,
         result: "{}".into(),
@@ -347,7 +354,7 @@ pub async fn a_refused_event_changes_nothing(open: Open, dir: &Path) {
         result,
         Err(ApplyError::Refused(Refusal::NotActivated { .. }))
     ));
-    assert_eq!(store.get(id).unwrap().unwrap(), before);
+    assert_eq!(store.get(id).await.unwrap().unwrap(), before);
 }
 
 pub async fn a_released_lease_makes_the_job_activatable(open: Open, dir: &Path) {
@@ -391,10 +398,10 @@ pub async fn everything_acknowledged_survives_a_reopen(open: Open, dir: &Path) {
         store.close().await.unwrap();
     }
     let store = open(dir);
-    let job = store.get(done).unwrap().unwrap();
+    let job = store.get(done).await.unwrap().unwrap();
     assert_eq!(job.record.state, JobState::Completed);
     assert_eq!(job.record.result.as_deref(), Some(r#"{"ok":"yes"}"#));
-    let job = store.get(failed).unwrap().unwrap();
+    let job = store.get(failed).await.unwrap().unwrap();
     assert_eq!(job.record.state, JobState::Failed);
     assert_eq!(job.record.failure_history[0].error, "bad");
     assert_eq!(state_of(&store, cancelled).await, JobState::Cancelled);
@@ -436,7 +443,7 @@ pub async fn an_in_process_lease_is_seen_by_readers_and_listings(open: Open, dir
     let id = create(&store, new_job("t", "default")).await;
     let leased = store.activate(in_process_activation("t", 1)).await.unwrap();
     assert_eq!(leased[0].record.id, id);
-    let read = store.get(id).unwrap().expect("job exists").record;
+    let read = store.get(id).await.unwrap().expect("job exists").record;
     assert_eq!(read.state, JobState::Activated);
     assert_eq!(read.lease, leased[0].record.lease);
     let page = store
@@ -444,6 +451,7 @@ pub async fn an_in_process_lease_is_seen_by_readers_and_listings(open: Open, dir
             state: Some(JobState::Activated),
             ..ListQuery::all(TenantScope::All, 10)
         })
+        .await
         .unwrap();
     assert_eq!(page.jobs.len(), 1);
     assert_eq!(page.jobs[0].record.state, JobState::Activated);
@@ -513,7 +521,7 @@ pub async fn listing_filters_sorts_and_pages(open: Open, dir: &Path) {
     create(&store, new_job("even", "b")).await;
     let scope = TenantScope::only(["a"]);
 
-    let all = store.list(&ListQuery::all(scope.clone(), 2)).unwrap();
+    let all = store.list(&ListQuery::all(scope.clone(), 2)).await.unwrap();
     assert_eq!(all.total, 5);
     let newest: Vec<_> = all.jobs.iter().map(|job| job.record.id).collect();
     assert_eq!(newest, vec![ids[4], ids[3]]);
@@ -522,21 +530,21 @@ pub async fn listing_filters_sorts_and_pages(open: Open, dir: &Path) {
     query.job_type = Some("even".into());
     query.descending = false;
     query.offset = 1;
-    let page = store.list(&query).unwrap();
+    let page = store.list(&query).await.unwrap();
     assert_eq!(page.total, 3);
     let ids_seen: Vec<_> = page.jobs.iter().map(|job| job.record.id).collect();
     assert_eq!(ids_seen, vec![ids[2], ids[4]]);
 
     let mut query = ListQuery::all(scope, 10);
     query.element_id = Some("el-3".into());
-    let page = store.list(&query).unwrap();
+    let page = store.list(&query).await.unwrap();
     assert_eq!(page.total, 1);
     assert_eq!(page.jobs[0].record.id, ids[3]);
 
     store.activate(activation("odd", 1)).await.unwrap();
     let mut query = ListQuery::all(TenantScope::All, 10);
     query.state = Some(JobState::Activated);
-    assert_eq!(store.list(&query).unwrap().jobs[0].record.id, ids[1]);
+    assert_eq!(store.list(&query).await.unwrap().jobs[0].record.id, ids[1]);
 }
 
 pub async fn api_keys_are_stored_and_removed(open: Open, dir: &Path) {
@@ -554,14 +562,14 @@ pub async fn api_keys_are_stored_and_removed(open: Open, dir: &Path) {
     };
     {
         let store = open(dir);
-        store.put_api_key(&key).unwrap();
+        store.put_api_key(&key).await.unwrap();
         store.close().await.unwrap();
     }
     let store = open(dir);
-    assert_eq!(store.api_keys().unwrap(), vec![key]);
-    assert!(store.delete_api_key("k1").unwrap());
-    assert!(!store.delete_api_key("k1").unwrap());
-    assert!(store.api_keys().unwrap().is_empty());
+    assert_eq!(store.api_keys().await.unwrap(), vec![key]);
+    assert!(store.delete_api_key("k1").await.unwrap());
+    assert!(!store.delete_api_key("k1").await.unwrap());
+    assert!(store.api_keys().await.unwrap().is_empty());
 }
 
 fn audit_entry(tenant: &str, action: AuditAction, target: &str) -> AuditEntry {
@@ -589,9 +597,11 @@ pub async fn audit_entries_survive_a_reopen_and_read_newest_first(open: Open, di
         let store = open(dir);
         let first = store
             .record_audit(audit_entry("acme", AuditAction::KeyCreated, "k1"))
+            .await
             .unwrap();
         let second = store
             .record_audit(audit_entry("acme", AuditAction::KeyRevoked, "k1"))
+            .await
             .unwrap();
         assert!(second.id > first.id);
         store.close().await.unwrap();
@@ -600,6 +610,7 @@ pub async fn audit_entries_survive_a_reopen_and_read_newest_first(open: Open, di
     let store = open(dir);
     let third = store
         .record_audit(audit_entry("acme", AuditAction::JobCancelled, "7"))
+        .await
         .unwrap();
     assert!(
         third.id > recorded[0].id,
@@ -607,6 +618,7 @@ pub async fn audit_entries_survive_a_reopen_and_read_newest_first(open: Open, di
     );
     let page = store
         .audit_trail(&audit_query(TenantScope::All, 10))
+        .await
         .unwrap();
     let mut expected = vec![third];
     expected.extend(recorded);
@@ -623,10 +635,12 @@ pub async fn an_audit_reading_pages_and_filters_within_its_scope(open: Open, dir
                 AuditAction::TriggerCreated,
                 &i.to_string(),
             ))
+            .await
             .unwrap();
     }
     store
         .record_audit(audit_entry("acme", AuditAction::HandlerDeployed, "h"))
+        .await
         .unwrap();
     let targets = |page: &AuditPage| {
         page.entries
@@ -636,18 +650,21 @@ pub async fn an_audit_reading_pages_and_filters_within_its_scope(open: Open, dir
     };
 
     let acme = TenantScope::only(["acme"]);
-    let first = store.audit_trail(&audit_query(acme.clone(), 2)).unwrap();
+    let first = store
+        .audit_trail(&audit_query(acme.clone(), 2))
+        .await
+        .unwrap();
     assert_eq!(targets(&first), vec!["h", "4"]);
     let mut next = audit_query(acme.clone(), 2);
     next.before = first.next_before;
-    let second = store.audit_trail(&next).unwrap();
+    let second = store.audit_trail(&next).await.unwrap();
     assert_eq!(targets(&second), vec!["2", "0"]);
 
     let mut deploys = audit_query(TenantScope::All, 10);
     deploys.action = Some(AuditAction::TriggerCreated);
     deploys.tenant = Some("globex".into());
     assert_eq!(
-        targets(&store.audit_trail(&deploys).unwrap()),
+        targets(&store.audit_trail(&deploys).await.unwrap()),
         vec!["3", "1"]
     );
 }
@@ -680,7 +697,7 @@ pub async fn follow_ups_and_attempt_logs_are_written_with_the_event(open: Open, 
         .apply_with(id, TenantScope::All, complete, extras)
         .await
         .unwrap();
-    assert_eq!(store.attempts(id).unwrap(), vec![attempt_log(1)]);
+    assert_eq!(store.attempts(id).await.unwrap(), vec![attempt_log(1)]);
     let mut request = activation("next", 10);
     request.scope = TenantScope::only(["acme"]);
     let follow_ups = store.activate(request).await.unwrap();
@@ -715,7 +732,7 @@ pub async fn the_log_of_an_attempt_after_which_the_job_stays_open_is_listed(
         .await
         .unwrap();
     assert_eq!(state_of(&store, id).await, JobState::Activatable);
-    assert_eq!(store.attempts(id).unwrap(), vec![attempt_log(1)]);
+    assert_eq!(store.attempts(id).await.unwrap(), vec![attempt_log(1)]);
 }
 
 pub async fn attempt_logs_survive_a_finished_job_being_reopened_and_the_store_reopened(
@@ -731,10 +748,10 @@ pub async fn attempt_logs_survive_a_finished_job_being_reopened_and_the_store_re
             .await
             .unwrap();
         assert_eq!(state_of(&store, id).await, JobState::Failed);
-        assert_eq!(store.attempts(id).unwrap(), vec![attempt_log(1)]);
+        assert_eq!(store.attempts(id).await.unwrap(), vec![attempt_log(1)]);
         let revive = Event::UpdateRetries { retries: 1 };
         store.apply(id, TenantScope::All, revive).await.unwrap();
-        assert_eq!(store.attempts(id).unwrap(), vec![attempt_log(1)]);
+        assert_eq!(store.attempts(id).await.unwrap(), vec![attempt_log(1)]);
         store.activate(activation("t", 1)).await.unwrap();
         let complete = Event::Complete {
             lease: Some(2),
@@ -750,7 +767,7 @@ pub async fn attempt_logs_survive_a_finished_job_being_reopened_and_the_store_re
     let store = open(dir);
     assert_eq!(state_of(&store, id).await, JobState::Completed);
     assert_eq!(
-        store.attempts(id).unwrap(),
+        store.attempts(id).await.unwrap(),
         vec![attempt_log(1), attempt_log(2)]
     );
 }
@@ -772,7 +789,7 @@ pub async fn a_refused_event_writes_no_extras(open: Open, dir: &Path) {
             .await
             .is_err()
     );
-    assert!(store.attempts(id).unwrap().is_empty());
+    assert!(store.attempts(id).await.unwrap().is_empty());
     assert!(
         store
             .activate(activation("next", 10))
@@ -815,19 +832,19 @@ pub async fn handlers_and_components_are_stored_and_removed(open: Open, dir: &Pa
     };
     {
         let store = open(dir);
-        store.put_handler(&handler).unwrap();
-        store.put_component(&[9; 32], b"abc").unwrap();
+        store.put_handler(&handler).await.unwrap();
+        store.put_component(&[9; 32], b"abc").await.unwrap();
         store.close().await.unwrap();
     }
     let store = open(dir);
-    assert_eq!(store.handlers().unwrap(), vec![handler]);
+    assert_eq!(store.handlers().await.unwrap(), vec![handler]);
     assert_eq!(
-        store.component(&[9; 32]).unwrap().as_deref(),
+        store.component(&[9; 32]).await.unwrap().as_deref(),
         Some(&b"abc"[..])
     );
-    assert!(store.component(&[1; 32]).unwrap().is_none());
-    assert!(store.delete_handler("h1").unwrap());
-    assert!(store.handlers().unwrap().is_empty());
+    assert!(store.component(&[1; 32]).await.unwrap().is_none());
+    assert!(store.delete_handler("h1").await.unwrap());
+    assert!(store.handlers().await.unwrap().is_empty());
 }
 
 pub async fn secrets_are_kept_per_tenant_and_survive_a_reopen(open: Open, dir: &Path) {
@@ -839,31 +856,32 @@ pub async fn secrets_are_kept_per_tenant_and_survive_a_reopen(open: Open, dir: &
     };
     {
         let store = open(dir);
-        store.put_secret(&secret("acme", "B", b"1")).unwrap();
-        store.put_secret(&secret("acme", "A", b"2")).unwrap();
-        store.put_secret(&secret("acme2", "A", b"3")).unwrap();
-        store.put_secret(&secret("acme", "B", b"4")).unwrap();
+        store.put_secret(&secret("acme", "B", b"1")).await.unwrap();
+        store.put_secret(&secret("acme", "A", b"2")).await.unwrap();
+        store.put_secret(&secret("acme2", "A", b"3")).await.unwrap();
+        store.put_secret(&secret("acme", "B", b"4")).await.unwrap();
         store.close().await.unwrap();
     }
     let store = open(dir);
-    let names = |tenant: &str| -> Vec<String> {
+    let names = async |tenant: &str| -> Vec<String> {
         store
             .secrets(tenant)
+            .await
             .unwrap()
             .into_iter()
             .map(|s| s.name)
             .collect()
     };
-    assert_eq!(names("acme"), ["A", "B"]);
-    assert_eq!(names("acme2"), ["A"]);
+    assert_eq!(names("acme").await, ["A", "B"]);
+    assert_eq!(names("acme2").await, ["A"]);
     assert_eq!(
-        store.secret("acme", "B").unwrap().map(|s| s.sealed),
+        store.secret("acme", "B").await.unwrap().map(|s| s.sealed),
         Some(b"4".to_vec())
     );
-    assert_eq!(store.secret("other", "A").unwrap(), None);
-    assert!(store.delete_secret("acme", "B").unwrap());
-    assert!(!store.delete_secret("acme", "B").unwrap());
-    assert_eq!(names("acme"), ["A"]);
+    assert_eq!(store.secret("other", "A").await.unwrap(), None);
+    assert!(store.delete_secret("acme", "B").await.unwrap());
+    assert!(!store.delete_secret("acme", "B").await.unwrap());
+    assert_eq!(names("acme").await, ["A"]);
 }
 
 fn kv_key(tenant: &str, bucket: &str, key: &str) -> KvKey {
@@ -911,13 +929,13 @@ pub async fn kv_entries_are_kept_per_tenant_and_bucket_and_survive_a_reopen(
         store.close().await.unwrap();
     }
     let store = open(dir);
-    let get = |tenant, bucket, key| store.kv_get(&kv_key(tenant, bucket, key)).unwrap();
-    assert_eq!(get("acme", "a", "k"), Some(b"1".to_vec()));
-    assert_eq!(get("acme", "b", "k"), Some(b"2".to_vec()));
-    assert_eq!(get("beta", "a", "k"), Some(b"3".to_vec()));
-    assert_eq!(get("acme", "a", "gone"), None);
-    assert_eq!(get("acme", "c", "k"), None);
-    let buckets = store.kv_buckets("acme").unwrap();
+    let get = async |tenant, bucket, key| store.kv_get(&kv_key(tenant, bucket, key)).await.unwrap();
+    assert_eq!(get("acme", "a", "k").await, Some(b"1".to_vec()));
+    assert_eq!(get("acme", "b", "k").await, Some(b"2".to_vec()));
+    assert_eq!(get("beta", "a", "k").await, Some(b"3".to_vec()));
+    assert_eq!(get("acme", "a", "gone").await, None);
+    assert_eq!(get("acme", "c", "k").await, None);
+    let buckets = store.kv_buckets("acme").await.unwrap();
     let names: Vec<_> = buckets.iter().map(|b| b.name.as_str()).collect();
     assert_eq!(names, ["a", "b"]);
     assert_eq!(buckets[0].usage, KvUsage { keys: 1, bytes: 2 });
@@ -944,7 +962,10 @@ pub async fn kv_increments_from_many_writers_are_all_counted(open: Open, dir: &P
         writer.await.unwrap();
     }
     assert_eq!(
-        store.kv_get(&kv_key("acme", "counters", "n")).unwrap(),
+        store
+            .kv_get(&kv_key("acme", "counters", "n"))
+            .await
+            .unwrap(),
         Some(b"400".to_vec())
     );
 }
@@ -965,7 +986,7 @@ pub async fn kv_compare_and_swap_applies_only_over_the_expected_value(open: Open
         .kv_write(key.clone(), swap(Some(b"v1"), b"v3"), limits)
         .await;
     assert_eq!(current, Ok(KvOutcome::Swapped));
-    assert_eq!(store.kv_get(&key).unwrap(), Some(b"v3".to_vec()));
+    assert_eq!(store.kv_get(&key).await.unwrap(), Some(b"v3".to_vec()));
 }
 
 pub async fn kv_quotas_count_a_tenants_keys_across_buckets_and_a_reopen(open: Open, dir: &Path) {
@@ -1011,10 +1032,11 @@ pub async fn kv_keys_are_listed_in_pages(open: Open, dir: &Path) {
     kv_set(&store, kv_key("acme", "xy", "z"), b"v")
         .await
         .unwrap();
-    let first = store.kv_keys("acme", "x", None, 2).unwrap();
+    let first = store.kv_keys("acme", "x", None, 2).await.unwrap();
     assert_eq!(first.keys, ["a", "a/b"]);
     let rest = store
         .kv_keys("acme", "x", first.next.as_deref(), 2)
+        .await
         .unwrap();
     assert_eq!(rest.keys, ["b", "c"]);
     assert_eq!(rest.next, None);
@@ -1057,7 +1079,11 @@ pub async fn a_trigger_fire_creates_its_job_and_advances_its_cursor_together(
     let after = fire_first(&store, &trigger).await.expect("still exists");
     assert_eq!(after.next_fire, Some(T0 + 2 * MINUTE));
     assert_eq!((after.fired, after.last_fire), (1, Some(T0 + MINUTE)));
-    let job = store.get(after.last_job.expect("a job")).unwrap().unwrap();
+    let job = store
+        .get(after.last_job.expect("a job"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(job.record.tenant, "acme");
     assert_eq!(job.record.retries, 2);
     assert_eq!(job.payload.variables, r#"{"from":"trigger"}"#);
@@ -1068,7 +1094,7 @@ pub async fn a_trigger_fire_creates_its_job_and_advances_its_cursor_together(
             .map(String::as_str),
         Some("t")
     );
-    assert_eq!(store.trigger(trigger.id).unwrap(), Some(after));
+    assert_eq!(store.trigger(trigger.id).await.unwrap(), Some(after));
 }
 
 pub async fn a_fire_with_a_stale_cursor_does_nothing(open: Open, dir: &Path) {
@@ -1080,7 +1106,10 @@ pub async fn a_fire_with_a_stale_cursor_does_nothing(open: Open, dir: &Path) {
     fire_first(&store, &trigger).await;
     let again = fire_first(&store, &trigger).await.expect("still exists");
     assert_eq!(again.fired, 1);
-    let jobs = store.list(&ListQuery::all(TenantScope::All, 10)).unwrap();
+    let jobs = store
+        .list(&ListQuery::all(TenantScope::All, 10))
+        .await
+        .unwrap();
     assert_eq!(jobs.total, 1);
 }
 
@@ -1118,14 +1147,14 @@ pub async fn a_trigger_change_from_a_stale_revision_is_refused(open: Open, dir: 
         .replace_trigger(paused.clone(), trigger.revision)
         .await;
     assert_eq!(refused, Err(TriggerError::Conflict(trigger.id)));
-    let current = store.trigger(trigger.id).unwrap().unwrap();
+    let current = store.trigger(trigger.id).await.unwrap().unwrap();
     paused.revision = current.revision;
     let stored = store
         .replace_trigger(paused, current.revision)
         .await
         .unwrap();
     assert_eq!(stored.revision, current.revision + 1);
-    assert!(!store.trigger(trigger.id).unwrap().unwrap().enabled);
+    assert!(!store.trigger(trigger.id).await.unwrap().unwrap().enabled);
 }
 
 pub async fn a_removed_trigger_no_longer_fires(open: Open, dir: &Path) {
@@ -1143,7 +1172,7 @@ pub async fn a_removed_trigger_no_longer_fires(open: Open, dir: &Path) {
         .await
         .unwrap();
     assert_eq!(fire_first(&store, &trigger).await, None);
-    assert!(store.triggers().unwrap().is_empty());
+    assert!(store.triggers().await.unwrap().is_empty());
     // The name is free again.
     store
         .create_trigger(every_minute("t", "acme"))
@@ -1163,7 +1192,7 @@ pub async fn triggers_and_their_cursors_survive_a_reopen(open: Open, dir: &Path)
         store.close().await.unwrap();
     }
     let store = open(dir);
-    assert_eq!(store.triggers().unwrap(), vec![fired.clone()]);
+    assert_eq!(store.triggers().await.unwrap(), vec![fired.clone()]);
     let taken = store.create_trigger(every_minute("t", "acme")).await;
     assert!(matches!(taken, Err(TriggerError::NameTaken { .. })));
     let next = store
@@ -1198,16 +1227,16 @@ pub async fn a_snapshot_shows_no_write_made_after_it_started(open: Open, dir: &P
         .create((0..3).map(|_| new_job("t", "acme")).collect())
         .await
         .unwrap();
-    store.put_api_key(&key_record("k1")).unwrap();
-    store.put_component(&[9; 32], b"abc").unwrap();
+    store.put_api_key(&key_record("k1")).await.unwrap();
+    store.put_component(&[9; 32], b"abc").await.unwrap();
     let trigger = store
         .create_trigger(every_minute("t", "acme"))
         .await
         .unwrap();
-    let before = read_all(store.snapshot().unwrap());
+    let before = read_all(store.snapshot().await.unwrap());
     assert!(!before.is_empty());
 
-    let mut snapshot = store.snapshot().unwrap();
+    let mut snapshot = store.snapshot().await.unwrap();
     let first = snapshot.next().expect("a record").expect("readable");
     // Writes of every kind, both to what the snapshot has read and to what it has not.
     store.activate(activation("t", 1)).await.unwrap();
@@ -1225,14 +1254,14 @@ pub async fn a_snapshot_shows_no_write_made_after_it_started(open: Open, dir: &P
         .unwrap();
     store.create(vec![new_job("t", "beta")]).await.unwrap();
     fire_first(&store, &trigger).await.expect("fired");
-    assert!(store.delete_api_key("k1").unwrap());
-    store.put_api_key(&key_record("k2")).unwrap();
-    store.put_component(&[8; 32], b"def").unwrap();
+    assert!(store.delete_api_key("k1").await.unwrap());
+    store.put_api_key(&key_record("k2")).await.unwrap();
+    store.put_component(&[8; 32], b"def").await.unwrap();
     let mut during = vec![first];
     during.extend(snapshot.map(|r| r.expect("readable")));
     during.sort();
     assert_eq!(during, before);
-    assert_ne!(read_all(store.snapshot().unwrap()), before);
+    assert_ne!(read_all(store.snapshot().await.unwrap()), before);
 }
 
 /// A job of `job_type` completed by its worker now, with one attempt logged.
@@ -1256,14 +1285,14 @@ async fn completed_job(store: &Arc<dyn JobStore>, job: NewJob) -> u64 {
 }
 
 /// Every finished job, as retention finds it well after it finished.
-fn everything_expired(store: &Arc<dyn JobStore>) -> Vec<(u64, i64)> {
+async fn everything_expired(store: &Arc<dyn JobStore>) -> Vec<(u64, i64)> {
     let policy = RetentionPolicy {
         completed_ms: Some(1),
         failed_ms: Some(1),
         ..RetentionPolicy::default()
     };
     let later = crate::job::now_ms() + 60_000;
-    store.expired(&policy, later, 100).unwrap()
+    store.expired(&policy, later, 100).await.unwrap()
 }
 
 pub async fn an_expired_job_is_deleted_with_everything_stored_for_it(open: Open, dir: &Path) {
@@ -1271,21 +1300,22 @@ pub async fn an_expired_job_is_deleted_with_everything_stored_for_it(open: Open,
     let mut job = new_job("t", "acme");
     job.payload.process.process_instance_key = "instance-1".into();
     let id = completed_job(&store, job).await;
-    let expired = everything_expired(&store);
+    let expired = everything_expired(&store).await;
     assert_eq!(expired.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [id]);
     assert_eq!(store.purge(expired).await.unwrap(), 1);
-    assert!(store.get(id).unwrap().is_none());
-    assert!(store.attempts(id).unwrap().is_empty());
+    assert!(store.get(id).await.unwrap().is_none());
+    assert!(store.attempts(id).await.unwrap().is_empty());
     let everything = ListQuery::all(TenantScope::All, 10);
-    assert_eq!(store.list(&everything).unwrap().total, 0);
+    assert_eq!(store.list(&everything).await.unwrap().total, 0);
     let by_instance = ListQuery {
         process_instance_key: Some("instance-1".into()),
         ..ListQuery::all(TenantScope::All, 10)
     };
-    assert_eq!(store.list(&by_instance).unwrap().total, 0);
-    assert!(everything_expired(&store).is_empty());
+    assert_eq!(store.list(&by_instance).await.unwrap().total, 0);
+    assert!(everything_expired(&store).await.is_empty());
     let stats = store
         .stats(&TenantScope::All, None, crate::job::now_ms())
+        .await
         .unwrap();
     assert_eq!(stats.by_state.total(), 0);
 }
@@ -1293,7 +1323,7 @@ pub async fn an_expired_job_is_deleted_with_everything_stored_for_it(open: Open,
 pub async fn a_deleted_job_frees_its_idempotency_key(open: Open, dir: &Path) {
     let store = open(dir);
     let first = completed_job(&store, keyed_job("t", "acme", "order-1")).await;
-    store.purge(everything_expired(&store)).await.unwrap();
+    store.purge(everything_expired(&store).await).await.unwrap();
     let again = create(&store, keyed_job("t", "acme", "order-1")).await;
     assert_ne!(
         again, first,
@@ -1305,16 +1335,16 @@ pub async fn a_deletion_survives_a_reopen(open: Open, dir: &Path) {
     let (deleted, kept) = {
         let store = open(dir);
         let deleted = completed_job(&store, new_job("t", "acme")).await;
-        store.purge(everything_expired(&store)).await.unwrap();
+        store.purge(everything_expired(&store).await).await.unwrap();
         let kept = completed_job(&store, new_job("t", "acme")).await;
         store.close().await.unwrap();
         (deleted, kept)
     };
     let store = open(dir);
-    assert!(store.get(deleted).unwrap().is_none());
-    assert!(store.get(kept).unwrap().is_some());
+    assert!(store.get(deleted).await.unwrap().is_none());
+    assert!(store.get(kept).await.unwrap().is_some());
     let everything = ListQuery::all(TenantScope::All, 10);
-    assert_eq!(store.list(&everything).unwrap().total, 1);
+    assert_eq!(store.list(&everything).await.unwrap().total, 1);
 }
 
 pub async fn a_job_that_changed_since_it_was_found_expired_is_not_deleted(open: Open, dir: &Path) {
@@ -1330,7 +1360,7 @@ pub async fn a_job_that_changed_since_it_was_found_expired_is_not_deleted(open: 
         error: "boom".into(),
     };
     store.apply(id, TenantScope::All, fail).await.unwrap();
-    let expired = everything_expired(&store);
+    let expired = everything_expired(&store).await;
     assert_eq!(expired.len(), 1, "the incident is found expired");
     // The incident is resolved before retention comes to it.
     store
@@ -1344,7 +1374,7 @@ pub async fn a_job_that_changed_since_it_was_found_expired_is_not_deleted(open: 
 pub async fn an_open_job_is_never_deleted(open: Open, dir: &Path) {
     let store = open(dir);
     let id = create(&store, new_job("t", "acme")).await;
-    assert!(everything_expired(&store).is_empty());
+    assert!(everything_expired(&store).await.is_empty());
     // Even when asked to by name.
     assert_eq!(store.purge(vec![(id, 0)]).await.unwrap(), 0);
     assert_eq!(state_of(&store, id).await, JobState::Activatable);

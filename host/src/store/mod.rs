@@ -1,6 +1,9 @@
-//! Durable storage of jobs and API keys behind one narrow trait, [`JobStore`].
+//! Durable storage behind a few narrow ports: [`JobQueue`] (creating, leasing, changing and
+//! deleting jobs), [`JobQueries`] (reading them), [`TriggerStore`], [`KeyValueStore`] and
+//! [`Catalog`] (keys, handlers, secrets, the audit trail); [`JobStore`] is all of them with
+//! what concerns the whole store (snapshots, closing).
 //!
-//! The trait speaks only of domain types. Its contract, checked for every implementation by
+//! The ports speak only of domain types. Their contract, checked for every implementation by
 //! the shared [`conformance`] suite:
 //! - every change is decided by [`crate::job::state::apply`] and is durable before its future
 //!   resolves; concurrent changes may share one flush (group commit);
@@ -196,8 +199,10 @@ pub struct Extras {
     pub attempt: Option<AttemptLog>,
 }
 
+/// Jobs as a queue: creating, leasing and changing them, handing back leases, and deleting
+/// finished ones. Every job operation on the hot path goes through this port.
 #[async_trait]
-pub trait JobStore: Send + Sync + 'static {
+pub trait JobQueue: Send + Sync {
     /// Stores new jobs; they are pending or activatable by their `run_at`.
     async fn create(&self, jobs: Vec<NewJob>) -> Result<Vec<JobId>, StoreError>;
 
@@ -223,9 +228,12 @@ pub trait JobStore: Send + Sync + 'static {
         extras: Extras,
     ) -> Result<JobRecord, ApplyError>;
 
+    /// Hands back leases that never reached their worker; stale ones are ignored.
+    async fn release(&self, leases: Vec<(JobId, u32)>) -> Result<(), StoreError>;
+
     /// Up to `limit` finished jobs that `policy` lets go as of `now` (see
     /// [`crate::retention`]), each with the finish time it was found with, from indexes.
-    fn expired(
+    async fn expired(
         &self,
         policy: &RetentionPolicy,
         now: EpochMs,
@@ -236,20 +244,18 @@ pub trait JobStore: Send + Sync + 'static {
     /// idempotency key they hold), each only if it is still finished at the time given, in
     /// one atomic write; answers how many were deleted.
     async fn purge(&self, jobs: Vec<(JobId, EpochMs)>) -> Result<usize, StoreError>;
+}
 
-    /// The Wasm attempts logged for a job, oldest first.
-    fn attempts(&self, id: JobId) -> Result<Vec<AttemptLog>, StoreError>;
-
-    /// Hands back leases that never reached their worker; stale ones are ignored.
-    async fn release(&self, leases: Vec<(JobId, u32)>) -> Result<(), StoreError>;
-
-    fn get(&self, id: JobId) -> Result<Option<Job>, StoreError>;
+/// Reading jobs: one job, listings and statistics from indexes, attempt logs.
+#[async_trait]
+pub trait JobQueries: Send + Sync {
+    async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError>;
 
     /// One page of the jobs matching the query, from indexes (no scan of the jobs).
-    fn list(&self, query: &ListQuery) -> Result<ListPage, StoreError>;
+    async fn list(&self, query: &ListQuery) -> Result<ListPage, StoreError>;
 
     /// Counts by state, type and tenant, and the last hour's completions, from indexes.
-    fn stats(
+    async fn stats(
         &self,
         scope: &TenantScope,
         tenant: Option<&str>,
@@ -257,63 +263,15 @@ pub trait JobStore: Send + Sync + 'static {
     ) -> Result<IndexStats, StoreError>;
 
     /// Every tenant that has jobs.
-    fn job_tenants(&self) -> Result<Vec<String>, StoreError>;
+    async fn job_tenants(&self) -> Result<Vec<String>, StoreError>;
 
-    fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError>;
+    /// The Wasm attempts logged for a job, oldest first.
+    async fn attempts(&self, id: JobId) -> Result<Vec<AttemptLog>, StoreError>;
+}
 
-    /// Stores (or replaces) an API key durably.
-    fn put_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError>;
-
-    /// Removes an API key durably; false if there was none.
-    fn delete_api_key(&self, id: &str) -> Result<bool, StoreError>;
-
-    fn handlers(&self) -> Result<Vec<HandlerRecord>, StoreError>;
-
-    /// Stores (or replaces) a handler durably.
-    fn put_handler(&self, handler: &HandlerRecord) -> Result<(), StoreError>;
-
-    /// Removes a handler durably; false if there was none.
-    fn delete_handler(&self, id: &str) -> Result<bool, StoreError>;
-
-    /// Stores component bytes under their SHA-256, durably.
-    fn put_component(&self, sha256: &[u8; 32], bytes: &[u8]) -> Result<(), StoreError>;
-
-    fn component(&self, sha256: &[u8; 32]) -> Result<Option<Vec<u8>>, StoreError>;
-
-    /// Stores (or replaces) a tenant's sealed secret durably.
-    fn put_secret(&self, secret: &SecretRecord) -> Result<(), StoreError>;
-
-    fn secret(&self, tenant: &str, name: &str) -> Result<Option<SecretRecord>, StoreError>;
-
-    /// A tenant's secrets, by name.
-    fn secrets(&self, tenant: &str) -> Result<Vec<SecretRecord>, StoreError>;
-
-    /// Removes a secret durably; false if there was none.
-    fn delete_secret(&self, tenant: &str, name: &str) -> Result<bool, StoreError>;
-
-    /// Applies one write to one key-value entry, atomically with its tenant's usage and
-    /// durably: it rides the job writer's group commit.
-    async fn kv_write(
-        &self,
-        key: KvKey,
-        op: KvOp,
-        limits: KvLimits,
-    ) -> Result<KvOutcome, KvWriteError>;
-
-    fn kv_get(&self, key: &KvKey) -> Result<Option<Vec<u8>>, StoreError>;
-
-    /// Up to `limit` keys of a bucket after `after`, in byte order.
-    fn kv_keys(
-        &self,
-        tenant: &str,
-        bucket: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<KvKeys, StoreError>;
-
-    /// A tenant's buckets that hold keys, by name.
-    fn kv_buckets(&self, tenant: &str) -> Result<Vec<KvBucket>, StoreError>;
-
+/// Triggers and their cursors; a fire and the jobs it creates are one write.
+#[async_trait]
+pub trait TriggerStore: Send + Sync {
     /// Stores a new trigger under a fresh id (revision 1); its name must be free in its
     /// tenant.
     async fn create_trigger(&self, trigger: TriggerRecord) -> Result<TriggerRecord, TriggerError>;
@@ -341,20 +299,91 @@ pub trait JobStore: Send + Sync + 'static {
         now: EpochMs,
     ) -> Result<Vec<(TriggerId, Option<TriggerRecord>)>, StoreError>;
 
-    fn triggers(&self) -> Result<Vec<TriggerRecord>, StoreError>;
+    async fn triggers(&self) -> Result<Vec<TriggerRecord>, StoreError>;
 
-    fn trigger(&self, id: TriggerId) -> Result<Option<TriggerRecord>, StoreError>;
+    async fn trigger(&self, id: TriggerId) -> Result<Option<TriggerRecord>, StoreError>;
+}
 
-    /// Every stored record as of this moment, for a backup. Reading it holds up no write and
-    /// shows none made after this call; it stops at the first error.
-    fn snapshot(&self) -> Result<Snapshot, StoreError>;
+/// Tenants' key-value buckets, within each tenant's quota.
+#[async_trait]
+pub trait KeyValueStore: Send + Sync {
+    /// Applies one write to one key-value entry, atomically with its tenant's usage and
+    /// durably.
+    async fn kv_write(
+        &self,
+        key: KvKey,
+        op: KvOp,
+        limits: KvLimits,
+    ) -> Result<KvOutcome, KvWriteError>;
 
-    /// Appends an entry to the audit trail durably, under an id larger than every earlier
-    /// entry's; answers the entry with its id.
-    fn record_audit(&self, entry: AuditEntry) -> Result<AuditEntry, StoreError>;
+    async fn kv_get(&self, key: &KvKey) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Up to `limit` keys of a bucket after `after`, in byte order.
+    async fn kv_keys(
+        &self,
+        tenant: &str,
+        bucket: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<KvKeys, StoreError>;
+
+    /// A tenant's buckets that hold keys, by name.
+    async fn kv_buckets(&self, tenant: &str) -> Result<Vec<KvBucket>, StoreError>;
+}
+
+/// What the server is set up with: API keys, handlers and their components, tenants'
+/// secrets, and the audit trail of who changed them. Each change is durable on return.
+#[async_trait]
+pub trait Catalog: Send + Sync {
+    async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError>;
+
+    /// Stores (or replaces) an API key.
+    async fn put_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError>;
+
+    /// Removes an API key; false if there was none.
+    async fn delete_api_key(&self, id: &str) -> Result<bool, StoreError>;
+
+    async fn handlers(&self) -> Result<Vec<HandlerRecord>, StoreError>;
+
+    /// Stores (or replaces) a handler.
+    async fn put_handler(&self, handler: &HandlerRecord) -> Result<(), StoreError>;
+
+    /// Removes a handler; false if there was none.
+    async fn delete_handler(&self, id: &str) -> Result<bool, StoreError>;
+
+    /// Stores component bytes under their SHA-256.
+    async fn put_component(&self, sha256: &[u8; 32], bytes: &[u8]) -> Result<(), StoreError>;
+
+    async fn component(&self, sha256: &[u8; 32]) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Stores (or replaces) a tenant's sealed secret.
+    async fn put_secret(&self, secret: &SecretRecord) -> Result<(), StoreError>;
+
+    async fn secret(&self, tenant: &str, name: &str) -> Result<Option<SecretRecord>, StoreError>;
+
+    /// A tenant's secrets, by name.
+    async fn secrets(&self, tenant: &str) -> Result<Vec<SecretRecord>, StoreError>;
+
+    /// Removes a secret; false if there was none.
+    async fn delete_secret(&self, tenant: &str, name: &str) -> Result<bool, StoreError>;
+
+    /// Appends an entry to the audit trail, under an id larger than every earlier entry's;
+    /// answers the entry with its id.
+    async fn record_audit(&self, entry: AuditEntry) -> Result<AuditEntry, StoreError>;
 
     /// The entries of the audit trail matching the query, newest first.
-    fn audit_trail(&self, query: &AuditQuery) -> Result<AuditPage, StoreError>;
+    async fn audit_trail(&self, query: &AuditQuery) -> Result<AuditPage, StoreError>;
+}
+
+/// A whole store: every port, and what concerns all of them at once.
+#[async_trait]
+pub trait JobStore:
+    JobQueue + JobQueries + TriggerStore + KeyValueStore + Catalog + 'static
+{
+    /// Every stored record as of this moment, for a backup. Reading it holds up no write and
+    /// shows none made after this call; it stops at the first error. It is read on a thread
+    /// that may block.
+    async fn snapshot(&self) -> Result<Snapshot, StoreError>;
 
     /// Flushes everything and stops; later calls fail with [`StoreError::Closed`].
     async fn close(&self) -> Result<(), StoreError>;

@@ -17,7 +17,7 @@ use proptest::test_runner::TestCaseError;
 use crate::job::state::{Event, Refusal};
 use crate::job::state_properties::{Lease, config};
 use crate::job::{Job, JobId, JobPayload, JobRecord, JobState, NewJob, TenantScope, now_ms};
-use crate::store::{Activation, ApplyError, JobStore, ListQuery, SledStore};
+use crate::store::{Activation, ApplyError, JobQueries, JobQueue, JobStore, ListQuery, SledStore};
 
 const TENANTS: [&str; 3] = ["acme", "beta", "gamma"];
 const TYPES: [&str; 2] = ["resize", "mail"];
@@ -640,7 +640,7 @@ impl Run {
         event: Event,
         accepted: bool,
     ) -> Result<Answer, TestCaseError> {
-        let before = self.store().get(id).map_err(failure)?;
+        let before = self.store().get(id).await.map_err(failure)?;
         let visible = self.visible(id, &scope).is_some();
         let answer = match self.store().apply(id, scope, event.clone()).await {
             Err(ApplyError::NotFound(missing)) if missing == id => Answer::NotFound,
@@ -648,7 +648,7 @@ impl Run {
             Ok(record) => Answer::Applied(record),
             Err(other) => return Err(failure(other)),
         };
-        let after = self.store().get(id).map_err(failure)?;
+        let after = self.store().get(id).await.map_err(failure)?;
         match &answer {
             Answer::NotFound => prop_assert!(!visible, "{event:?}: job {id} not found"),
             Answer::Refused(refusal) => {
@@ -678,7 +678,12 @@ impl Run {
     /// Waits (a few seconds at most) until the store's timer moves the job out of `state`.
     async fn wait_while(&self, id: JobId, state: JobState) -> Result<(), TestCaseError> {
         for _ in 0..2_500 {
-            let job = self.store().get(id).map_err(failure)?.expect("stored");
+            let job = self
+                .store()
+                .get(id)
+                .await
+                .map_err(failure)?
+                .expect("stored");
             if job.record.state != state {
                 return Ok(());
             }
@@ -688,18 +693,18 @@ impl Run {
     }
 
     /// Everything the store answers agrees with the model and with its own records.
-    fn check(&mut self) -> Result<(), TestCaseError> {
-        let records = self.check_records()?;
-        self.check_listings(&records)?;
-        self.check_stats(&records)
+    async fn check(&mut self) -> Result<(), TestCaseError> {
+        let records = self.check_records().await?;
+        self.check_listings(&records).await?;
+        self.check_stats(&records).await
     }
 
     /// Every job reads back as the model has it; final states stay final.
-    fn check_records(&mut self) -> Result<BTreeMap<JobId, JobRecord>, TestCaseError> {
+    async fn check_records(&mut self) -> Result<BTreeMap<JobId, JobRecord>, TestCaseError> {
         let mut records = BTreeMap::new();
         let store = self.store.as_ref().expect("open");
         for (id, expected) in &self.jobs {
-            let job = store.get(*id).map_err(failure)?;
+            let job = store.get(*id).await.map_err(failure)?;
             let job = job.ok_or_else(|| failure(format!("job {id} is gone")))?;
             prop_assert_eq!(&Expected::of(&job.record, &job.payload.variables), expected);
             prop_assert!(job.record.retries >= 0, "{:?}", job.record);
@@ -710,16 +715,19 @@ impl Run {
             }
             records.insert(*id, job.record);
         }
-        prop_assert!(store.get(UNKNOWN).map_err(failure)?.is_none());
+        prop_assert!(store.get(UNKNOWN).await.map_err(failure)?.is_none());
         Ok(records)
     }
 
     /// Listings by every state, tenant and type hold exactly the matching records.
-    fn check_listings(&self, records: &BTreeMap<JobId, JobRecord>) -> Result<(), TestCaseError> {
+    async fn check_listings(
+        &self,
+        records: &BTreeMap<JobId, JobRecord>,
+    ) -> Result<(), TestCaseError> {
         for state in JobState::ALL.map(Some).into_iter().chain([None]) {
             let mut query = ListQuery::all(TenantScope::All, records.len() + 1);
             query.state = state;
-            let page = self.store().list(&query).map_err(failure)?;
+            let page = self.store().list(&query).await.map_err(failure)?;
             let listed: Vec<JobId> = page.jobs.iter().map(|job| job.record.id).collect();
             let matching: Vec<JobId> = records
                 .values()
@@ -746,7 +754,7 @@ impl Run {
                         && job_type.is_none_or(|t| record.job_type == t)
                 };
                 let expected = counts(records.values(), selected);
-                let page = self.store().list(&query).map_err(failure)?;
+                let page = self.store().list(&query).await.map_err(failure)?;
                 prop_assert_eq!(
                     page.counts.by_state,
                     expected,
@@ -756,7 +764,7 @@ impl Run {
                 );
                 for state in JobState::ALL {
                     query.state = Some(state);
-                    let total = self.store().list(&query).map_err(failure)?.total;
+                    let total = self.store().list(&query).await.map_err(failure)?.total;
                     prop_assert_eq!(total, expected[slot(state)]);
                 }
             }
@@ -764,17 +772,18 @@ impl Run {
         let mut tenants: Vec<String> = records.values().map(|r| r.tenant.clone()).collect();
         tenants.sort_unstable();
         tenants.dedup();
-        prop_assert_eq!(self.store().job_tenants().map_err(failure)?, tenants);
+        prop_assert_eq!(self.store().job_tenants().await.map_err(failure)?, tenants);
         Ok(())
     }
 
     /// Statistics count the records: by state, type, tenant and group, and the last hour's
     /// completions and incidents.
-    fn check_stats(&self, records: &BTreeMap<JobId, JobRecord>) -> Result<(), TestCaseError> {
+    async fn check_stats(&self, records: &BTreeMap<JobId, JobRecord>) -> Result<(), TestCaseError> {
         let now = now_ms();
         let stats = self
             .store()
             .stats(&TenantScope::All, None, now)
+            .await
             .map_err(failure)?;
         prop_assert_eq!(stats.by_state.by_state, counts(records.values(), |_| true));
         prop_assert_eq!(stats.by_state.total(), records.len() as u64);
@@ -819,8 +828,14 @@ impl Run {
         for tenant in TENANTS {
             let in_tenant = |record: &JobRecord| record.tenant == tenant;
             let expected = counts(records.values(), in_tenant);
-            let named = self.store().stats(&TenantScope::All, Some(tenant), now);
-            let scoped = self.store().stats(&TenantScope::only([tenant]), None, now);
+            let named = self
+                .store()
+                .stats(&TenantScope::All, Some(tenant), now)
+                .await;
+            let scoped = self
+                .store()
+                .stats(&TenantScope::only([tenant]), None, now)
+                .await;
             prop_assert_eq!(named.map_err(failure)?.by_state.by_state, expected);
             prop_assert_eq!(scoped.map_err(failure)?.by_state.by_state, expected);
         }
@@ -851,6 +866,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             let described = format!("{op:?}");
             run.step(op).await?;
             run.check()
+                .await
                 .map_err(|error| TestCaseError::fail(format!("after {described}: {error}")))?;
         }
         run.store().close().await.map_err(failure)

@@ -49,14 +49,14 @@ impl CapabilitySource {
 
     /// The values of the named secrets of `tenant` that exist, for an attempt of a handler
     /// granted them. A value that no longer opens (the key changed) is left out and logged.
-    fn open_secrets(
+    async fn open_secrets(
         &self,
         tenant: &str,
         names: &[String],
     ) -> Result<Vec<(String, String)>, StoreError> {
         let mut values = Vec::with_capacity(names.len());
         for name in names {
-            let Some(record) = self.store.secret(tenant, name)? else {
+            let Some(record) = self.store.secret(tenant, name).await? else {
                 continue;
             };
             match self
@@ -77,7 +77,7 @@ impl CapabilitySource {
     /// What an attempt of a handler for `job_type` in `tenant` holding `grants` may reach.
     /// Secrets are read at each attempt, so a changed or removed secret takes effect at the
     /// next one.
-    pub fn for_attempt(
+    pub async fn for_attempt(
         &self,
         tenant: &str,
         job_type: &str,
@@ -86,7 +86,7 @@ impl CapabilitySource {
         if grants.is_empty() {
             return Ok(Capabilities::default());
         }
-        let secrets = self.open_secrets(tenant, &grants.secrets)?;
+        let secrets = self.open_secrets(tenant, &grants.secrets).await?;
         let mut config = grants.config.clone();
         config.extend(secrets.iter().cloned());
         let http = (!grants.http.is_empty())
@@ -185,6 +185,7 @@ impl KeyValue for TenantBuckets {
     async fn get(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, KvError> {
         self.store
             .kv_get(&self.key(bucket, key)?)
+            .await
             .map_err(unavailable)
     }
 
@@ -205,6 +206,7 @@ impl KeyValue for TenantBuckets {
         }
         self.store
             .kv_keys(&self.tenant, bucket, after, KEYS_PER_PAGE)
+            .await
             .map_err(unavailable)
     }
 }

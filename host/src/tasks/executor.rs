@@ -340,32 +340,30 @@ impl Executor {
             output: String::new(),
             duration: started.elapsed(),
         };
-        let result =
-            match self
-                .capabilities
-                .for_attempt(&record.tenant, &record.job_type, &version.grants)
-            {
-                Ok(capabilities) => {
-                    let runtime = self.runtime.clone();
-                    let compiled = handler.compiled.clone();
-                    let interrupt = guard.interrupt.clone();
-                    let run = async move {
-                        runtime
-                            .run(&compiled, &input, limits, capabilities, interrupt)
-                            .await
-                    };
-                    // The lanes outlive every attempt of their executor, so no answer means the
-                    // attempt panicked in the host: a failure like any other, retried by the
-                    // handler's policy.
-                    self.lanes
-                        .run(&record.tenant, run)
+        let result = match self
+            .capabilities
+            .for_attempt(&record.tenant, &record.job_type, &version.grants)
+            .await
+        {
+            Ok(capabilities) => {
+                let runtime = self.runtime.clone();
+                let compiled = handler.compiled.clone();
+                let interrupt = guard.interrupt.clone();
+                let run = async move {
+                    runtime
+                        .run(&compiled, &input, limits, capabilities, interrupt)
                         .await
-                        .unwrap_or_else(|| {
-                            failed("the host failed while running the attempt".into())
-                        })
-                }
-                Err(error) => failed(format!("cannot read the handler's secrets: {error}")),
-            };
+                };
+                // The lanes outlive every attempt of their executor, so no answer means the
+                // attempt panicked in the host: a failure like any other, retried by the
+                // handler's policy.
+                self.lanes
+                    .run(&record.tenant, run)
+                    .await
+                    .unwrap_or_else(|| failed("the host failed while running the attempt".into()))
+            }
+            Err(error) => failed(format!("cannot read the handler's secrets: {error}")),
+        };
         self.metrics.observe_attempt(
             &record.job_type,
             &record.tenant,
@@ -476,7 +474,7 @@ async fn interrupt_cancelled(
             Received::Signal(_) => {}
             Received::Missed => {
                 for id in attempts.jobs() {
-                    let cancelled = store.get(id).is_ok_and(|job| {
+                    let cancelled = store.get(id).await.is_ok_and(|job| {
                         job.is_some_and(|j| j.record.state == JobState::Cancelled)
                     });
                     if cancelled {

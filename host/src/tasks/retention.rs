@@ -47,7 +47,7 @@ pub async fn sweep(
 ) -> Result<usize, crate::store::StoreError> {
     let mut deleted = 0;
     loop {
-        let expired = store.expired(policy, now_ms(), BATCH)?;
+        let expired = store.expired(policy, now_ms(), BATCH).await?;
         let found = expired.len();
         if found == 0 {
             return Ok(deleted);

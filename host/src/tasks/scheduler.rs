@@ -48,13 +48,13 @@ pub struct TriggerScheduler {
 }
 
 impl TriggerScheduler {
-    pub fn new(
+    pub async fn new(
         store: Arc<dyn JobStore>,
         clock: Arc<dyn Clock>,
         changes: Subscription,
         stats: Arc<SchedulerStats>,
     ) -> Result<TriggerScheduler, StoreError> {
-        let index = DueIndex::of(store.triggers()?);
+        let index = DueIndex::of(store.triggers().await?);
         Ok(TriggerScheduler {
             store,
             clock,
@@ -81,9 +81,9 @@ impl TriggerScheduler {
                 change = self.changes.recv() => {
                     self.stats.wakeups.fetch_add(1, Ordering::Relaxed);
                     match change {
-                        Some(Received::Signal(Signal::TriggerChanged(id))) => self.reread(id),
+                        Some(Received::Signal(Signal::TriggerChanged(id))) => self.reread(id).await,
                         Some(Received::Signal(_)) => {}
-                        Some(Received::Missed) => self.reread_all(),
+                        Some(Received::Missed) => self.reread_all().await,
                         None => return,
                     }
                 }
@@ -103,8 +103,8 @@ impl TriggerScheduler {
     }
 
     /// Brings one trigger's entry up to date with the store.
-    fn reread(&mut self, id: TriggerId) {
-        match self.store.trigger(id) {
+    async fn reread(&mut self, id: TriggerId) {
+        match self.store.trigger(id).await {
             Ok(Some(trigger)) => self.index.put(&trigger),
             Ok(None) => self.index.remove(id),
             // The old entry stays: at worst it asks for a fire the store then refuses.
@@ -114,8 +114,8 @@ impl TriggerScheduler {
 
     /// Rebuilds the index from the store, after changes were missed. Until the store answers,
     /// the old index stays: at worst it asks for fires the store then refuses.
-    fn reread_all(&mut self) {
-        match self.store.triggers() {
+    async fn reread_all(&mut self) {
+        match self.store.triggers().await {
             Ok(triggers) => self.index = DueIndex::of(triggers),
             Err(error) => tracing::error!(%error, "cannot reread the triggers"),
         }

@@ -22,8 +22,9 @@ use self::snapshot::Snapshots;
 use self::writer::{Command, MemoryRecords, Poison, Writer};
 use super::index::{IndexStats, JobIndex, ListPlan};
 use super::{
-    Activation, ApplyError, DueFire, Extras, JobStore, KvWriteError, ListPage, ListQuery,
-    SecretRecord, Snapshot, StoreError, TriggerError,
+    Activation, ApplyError, Catalog, DueFire, Extras, JobQueries, JobQueue, JobStore,
+    KeyValueStore, KvWriteError, ListPage, ListQuery, SecretRecord, Snapshot, StoreError,
+    TriggerError, TriggerStore,
 };
 use crate::audit::{AuditEntry, AuditPage, AuditQuery};
 use crate::auth::ApiKeyRecord;
@@ -157,7 +158,7 @@ impl SledStore {
     }
 
     /// Writes outside the job writer (rare changes: keys, handlers), flushed before returning.
-    fn insert_durably(
+    async fn insert_durably(
         &self,
         tree: &sled::Tree,
         key: &[u8],
@@ -166,16 +167,42 @@ impl SledStore {
         let gate = self.snapshots.before_write(tree, [key]);
         tree.insert(key, value).map_err(io)?;
         drop(gate);
-        self.db.flush().map_err(io)?;
+        self.db.flush_async().await.map_err(io)?;
         Ok(())
     }
 
-    fn remove_durably(&self, tree: &sled::Tree, key: &[u8]) -> Result<bool, StoreError> {
+    async fn remove_durably(&self, tree: &sled::Tree, key: &[u8]) -> Result<bool, StoreError> {
         let gate = self.snapshots.before_write(tree, [key]);
         let existed = tree.remove(key).map_err(io)?.is_some();
         drop(gate);
-        self.db.flush().map_err(io)?;
+        self.db.flush_async().await.map_err(io)?;
         Ok(existed)
+    }
+
+    /// A job as stored now: its record (from memory while an in-process lease holds it)
+    /// and its payload.
+    fn job(&self, id: JobId) -> Result<Option<Job>, StoreError> {
+        let in_memory = self
+            .memory_records
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .cloned();
+        let record = match in_memory {
+            Some(record) => record,
+            None => {
+                let Some(bytes) = self.jobs.get(record_key(id)).map_err(io)? else {
+                    return Ok(None);
+                };
+                codec::decode(&bytes)?
+            }
+        };
+        match self.payload(id) {
+            Ok(payload) => Ok(Some(Job { record, payload })),
+            // Retention deleted the job between the two reads: it is gone, not corrupt.
+            Err(_) if !self.jobs.contains_key(record_key(id)).map_err(io)? => Ok(None),
+            Err(error) => Err(error),
+        }
     }
 
     fn payload(&self, id: JobId) -> Result<JobPayload, StoreError> {
@@ -332,7 +359,7 @@ impl Drop for PendingActivation {
 }
 
 #[async_trait]
-impl JobStore for SledStore {
+impl JobQueue for SledStore {
     async fn create(&self, jobs: Vec<NewJob>) -> Result<Vec<JobId>, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.send(Command::Create { jobs, reply })?;
@@ -385,7 +412,16 @@ impl JobStore for SledStore {
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
-    fn expired(
+    async fn release(&self, leases: Vec<(JobId, u32)>) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Release {
+            leases,
+            reply: Some(reply),
+        })?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn expired(
         &self,
         policy: &RetentionPolicy,
         now: EpochMs,
@@ -399,48 +435,15 @@ impl JobStore for SledStore {
         self.send(Command::Purge { jobs, reply })?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
+}
 
-    fn attempts(&self, id: JobId) -> Result<Vec<AttemptLog>, StoreError> {
-        self.jobs
-            .scan_prefix(codec::prefixed(ATTEMPT_PREFIX, id))
-            .map(|entry| codec::decode(&entry.map_err(io)?.1))
-            .collect()
+#[async_trait]
+impl JobQueries for SledStore {
+    async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
+        self.job(id)
     }
 
-    async fn release(&self, leases: Vec<(JobId, u32)>) -> Result<(), StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.send(Command::Release {
-            leases,
-            reply: Some(reply),
-        })?;
-        answer.await.map_err(|_| StoreError::Closed)?
-    }
-
-    fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
-        let in_memory = self
-            .memory_records
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&id)
-            .cloned();
-        let record = match in_memory {
-            Some(record) => record,
-            None => {
-                let Some(bytes) = self.jobs.get(record_key(id)).map_err(io)? else {
-                    return Ok(None);
-                };
-                codec::decode(&bytes)?
-            }
-        };
-        match self.payload(id) {
-            Ok(payload) => Ok(Some(Job { record, payload })),
-            // Retention deleted the job between the two reads: it is gone, not corrupt.
-            Err(_) if !self.jobs.contains_key(record_key(id)).map_err(io)? => Ok(None),
-            Err(error) => Err(error),
-        }
-    }
-
-    fn list(&self, query: &ListQuery) -> Result<ListPage, StoreError> {
+    async fn list(&self, query: &ListQuery) -> Result<ListPage, StoreError> {
         // The records of a page cut from the index are read under its lock, so they are the
         // ones the index counted. A page ordered by activation time or deadline is cut after
         // the lock is released, so the writer never waits for that selection; a job that
@@ -455,7 +458,7 @@ impl JobStore for SledStore {
         };
         let mut jobs = Vec::with_capacity(page.ids.len());
         for id in page.ids {
-            if let Some(job) = self.get(id)?
+            if let Some(job) = self.job(id)?
                 && (index.is_some() || query.state.is_none_or(|state| job.record.state == state))
             {
                 jobs.push(job);
@@ -469,7 +472,7 @@ impl JobStore for SledStore {
         })
     }
 
-    fn stats(
+    async fn stats(
         &self,
         scope: &TenantScope,
         tenant: Option<&str>,
@@ -478,144 +481,20 @@ impl JobStore for SledStore {
         Ok(self.read_index()?.stats(scope, tenant, now))
     }
 
-    fn job_tenants(&self) -> Result<Vec<String>, StoreError> {
+    async fn job_tenants(&self) -> Result<Vec<String>, StoreError> {
         Ok(self.read_index()?.tenants())
     }
 
-    fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
-        self.api_keys
-            .iter()
-            .map(|entry| decode_api_key(&entry.map_err(io)?.1))
-            .collect()
-    }
-
-    fn put_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
-        self.insert_durably(&self.api_keys, key.id.as_bytes(), &codec::encode(key))
-    }
-
-    fn delete_api_key(&self, id: &str) -> Result<bool, StoreError> {
-        self.remove_durably(&self.api_keys, id.as_bytes())
-    }
-
-    fn handlers(&self) -> Result<Vec<HandlerRecord>, StoreError> {
-        self.handlers
-            .iter()
-            .map(|entry| decode_handler(&entry.map_err(io)?.1))
-            .collect()
-    }
-
-    fn put_handler(&self, handler: &HandlerRecord) -> Result<(), StoreError> {
-        let bytes = codec::encode(handler);
-        self.insert_durably(&self.handlers, handler.id.as_bytes(), &bytes)
-    }
-
-    fn delete_handler(&self, id: &str) -> Result<bool, StoreError> {
-        self.remove_durably(&self.handlers, id.as_bytes())
-    }
-
-    fn put_component(&self, sha256: &[u8; 32], bytes: &[u8]) -> Result<(), StoreError> {
-        self.insert_durably(&self.components, sha256, bytes)
-    }
-
-    fn component(&self, sha256: &[u8; 32]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.components.get(sha256).map_err(io)?.map(|b| b.to_vec()))
-    }
-
-    fn put_secret(&self, secret: &SecretRecord) -> Result<(), StoreError> {
-        let key = secret_key(&secret.tenant, &secret.name);
-        self.insert_durably(&self.secrets, &key, &codec::encode(secret))
-    }
-
-    fn secret(&self, tenant: &str, name: &str) -> Result<Option<SecretRecord>, StoreError> {
-        self.secrets
-            .get(secret_key(tenant, name))
-            .map_err(io)?
-            .map(|bytes| codec::decode(&bytes))
-            .transpose()
-    }
-
-    fn secrets(&self, tenant: &str) -> Result<Vec<SecretRecord>, StoreError> {
-        self.secrets
-            .scan_prefix(secret_key(tenant, ""))
+    async fn attempts(&self, id: JobId) -> Result<Vec<AttemptLog>, StoreError> {
+        self.jobs
+            .scan_prefix(codec::prefixed(ATTEMPT_PREFIX, id))
             .map(|entry| codec::decode(&entry.map_err(io)?.1))
             .collect()
     }
+}
 
-    fn delete_secret(&self, tenant: &str, name: &str) -> Result<bool, StoreError> {
-        self.remove_durably(&self.secrets, &secret_key(tenant, name))
-    }
-
-    async fn kv_write(
-        &self,
-        key: KvKey,
-        op: KvOp,
-        limits: KvLimits,
-    ) -> Result<KvOutcome, KvWriteError> {
-        let (reply, answer) = oneshot::channel();
-        self.send(Command::KvWrite {
-            key,
-            op,
-            limits,
-            reply,
-        })?;
-        answer.await.map_err(|_| StoreError::Closed)?
-    }
-
-    fn kv_get(&self, key: &KvKey) -> Result<Option<Vec<u8>>, StoreError> {
-        let stored = codec::kv_key(&key.tenant, &key.bucket, &key.key);
-        Ok(self.jobs.get(stored).map_err(io)?.map(|v| v.to_vec()))
-    }
-
-    fn kv_keys(
-        &self,
-        tenant: &str,
-        bucket: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<KvKeys, StoreError> {
-        let prefix = codec::kv_key(tenant, bucket, "");
-        let start = match after {
-            // Just past `after`: the same bytes with a NUL appended.
-            Some(after) => {
-                let mut start = codec::kv_key(tenant, bucket, after);
-                start.push(0);
-                start
-            }
-            None => prefix.clone(),
-        };
-        let mut keys = Vec::new();
-        for entry in self.jobs.range(start..) {
-            let (stored, _) = entry.map_err(io)?;
-            if !stored.starts_with(&prefix) {
-                break;
-            }
-            if keys.len() == limit {
-                let next = keys.last().cloned();
-                return Ok(KvKeys { keys, next });
-            }
-            keys.push(codec::kv_parts(&stored)?.2.to_string());
-        }
-        Ok(KvKeys { keys, next: None })
-    }
-
-    fn kv_buckets(&self, tenant: &str) -> Result<Vec<KvBucket>, StoreError> {
-        let mut buckets: Vec<KvBucket> = Vec::new();
-        for entry in self.jobs.scan_prefix(codec::kv_tenant_prefix(tenant)) {
-            let (stored, value) = entry.map_err(io)?;
-            let (_, bucket, key) = codec::kv_parts(&stored)?;
-            if buckets.last().is_none_or(|last| last.name != bucket) {
-                buckets.push(KvBucket {
-                    name: bucket.to_string(),
-                    usage: KvUsage::default(),
-                });
-            }
-            let usage = &mut buckets.last_mut().expect("pushed above").usage;
-            usage.keys += 1;
-            usage.bytes += (key.len() + value.len()) as u64;
-        }
-        Ok(buckets)
-    }
-
+#[async_trait]
+impl TriggerStore for SledStore {
     async fn create_trigger(&self, trigger: TriggerRecord) -> Result<TriggerRecord, TriggerError> {
         self.trigger_command(|reply| Command::CreateTrigger {
             trigger: Box::new(trigger),
@@ -660,29 +539,174 @@ impl JobStore for SledStore {
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
-    fn triggers(&self) -> Result<Vec<TriggerRecord>, StoreError> {
+    async fn triggers(&self) -> Result<Vec<TriggerRecord>, StoreError> {
         self.jobs
             .scan_prefix([TRIGGER_PREFIX])
             .map(|entry| codec::decode_trigger(&entry.map_err(io)?.1))
             .collect()
     }
 
-    fn trigger(&self, id: TriggerId) -> Result<Option<TriggerRecord>, StoreError> {
+    async fn trigger(&self, id: TriggerId) -> Result<Option<TriggerRecord>, StoreError> {
         match self.jobs.get(codec::trigger_key(id)).map_err(io)? {
             Some(bytes) => Ok(Some(codec::decode_trigger(&bytes)?)),
             None => Ok(None),
         }
     }
+}
 
-    fn record_audit(&self, mut entry: AuditEntry) -> Result<AuditEntry, StoreError> {
+#[async_trait]
+impl KeyValueStore for SledStore {
+    async fn kv_write(
+        &self,
+        key: KvKey,
+        op: KvOp,
+        limits: KvLimits,
+    ) -> Result<KvOutcome, KvWriteError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::KvWrite {
+            key,
+            op,
+            limits,
+            reply,
+        })?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn kv_get(&self, key: &KvKey) -> Result<Option<Vec<u8>>, StoreError> {
+        let stored = codec::kv_key(&key.tenant, &key.bucket, &key.key);
+        Ok(self.jobs.get(stored).map_err(io)?.map(|v| v.to_vec()))
+    }
+
+    async fn kv_keys(
+        &self,
+        tenant: &str,
+        bucket: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<KvKeys, StoreError> {
+        let prefix = codec::kv_key(tenant, bucket, "");
+        let start = match after {
+            // Just past `after`: the same bytes with a NUL appended.
+            Some(after) => {
+                let mut start = codec::kv_key(tenant, bucket, after);
+                start.push(0);
+                start
+            }
+            None => prefix.clone(),
+        };
+        let mut keys = Vec::new();
+        for entry in self.jobs.range(start..) {
+            let (stored, _) = entry.map_err(io)?;
+            if !stored.starts_with(&prefix) {
+                break;
+            }
+            if keys.len() == limit {
+                let next = keys.last().cloned();
+                return Ok(KvKeys { keys, next });
+            }
+            keys.push(codec::kv_parts(&stored)?.2.to_string());
+        }
+        Ok(KvKeys { keys, next: None })
+    }
+
+    async fn kv_buckets(&self, tenant: &str) -> Result<Vec<KvBucket>, StoreError> {
+        let mut buckets: Vec<KvBucket> = Vec::new();
+        for entry in self.jobs.scan_prefix(codec::kv_tenant_prefix(tenant)) {
+            let (stored, value) = entry.map_err(io)?;
+            let (_, bucket, key) = codec::kv_parts(&stored)?;
+            if buckets.last().is_none_or(|last| last.name != bucket) {
+                buckets.push(KvBucket {
+                    name: bucket.to_string(),
+                    usage: KvUsage::default(),
+                });
+            }
+            let usage = &mut buckets.last_mut().expect("pushed above").usage;
+            usage.keys += 1;
+            usage.bytes += (key.len() + value.len()) as u64;
+        }
+        Ok(buckets)
+    }
+}
+
+#[async_trait]
+impl Catalog for SledStore {
+    async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        self.api_keys
+            .iter()
+            .map(|entry| decode_api_key(&entry.map_err(io)?.1))
+            .collect()
+    }
+
+    async fn put_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
+        self.insert_durably(&self.api_keys, key.id.as_bytes(), &codec::encode(key))
+            .await
+    }
+
+    async fn delete_api_key(&self, id: &str) -> Result<bool, StoreError> {
+        self.remove_durably(&self.api_keys, id.as_bytes()).await
+    }
+
+    async fn handlers(&self) -> Result<Vec<HandlerRecord>, StoreError> {
+        self.handlers
+            .iter()
+            .map(|entry| decode_handler(&entry.map_err(io)?.1))
+            .collect()
+    }
+
+    async fn put_handler(&self, handler: &HandlerRecord) -> Result<(), StoreError> {
+        let bytes = codec::encode(handler);
+        self.insert_durably(&self.handlers, handler.id.as_bytes(), &bytes)
+            .await
+    }
+
+    async fn delete_handler(&self, id: &str) -> Result<bool, StoreError> {
+        self.remove_durably(&self.handlers, id.as_bytes()).await
+    }
+
+    async fn put_component(&self, sha256: &[u8; 32], bytes: &[u8]) -> Result<(), StoreError> {
+        self.insert_durably(&self.components, sha256, bytes).await
+    }
+
+    async fn component(&self, sha256: &[u8; 32]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.components.get(sha256).map_err(io)?.map(|b| b.to_vec()))
+    }
+
+    async fn put_secret(&self, secret: &SecretRecord) -> Result<(), StoreError> {
+        let key = secret_key(&secret.tenant, &secret.name);
+        self.insert_durably(&self.secrets, &key, &codec::encode(secret))
+            .await
+    }
+
+    async fn secret(&self, tenant: &str, name: &str) -> Result<Option<SecretRecord>, StoreError> {
+        self.secrets
+            .get(secret_key(tenant, name))
+            .map_err(io)?
+            .map(|bytes| codec::decode(&bytes))
+            .transpose()
+    }
+
+    async fn secrets(&self, tenant: &str) -> Result<Vec<SecretRecord>, StoreError> {
+        self.secrets
+            .scan_prefix(secret_key(tenant, ""))
+            .map(|entry| codec::decode(&entry.map_err(io)?.1))
+            .collect()
+    }
+
+    async fn delete_secret(&self, tenant: &str, name: &str) -> Result<bool, StoreError> {
+        self.remove_durably(&self.secrets, &secret_key(tenant, name))
+            .await
+    }
+
+    async fn record_audit(&self, mut entry: AuditEntry) -> Result<AuditEntry, StoreError> {
         entry.id = self
             .next_audit_id
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.insert_durably(&self.audit, &entry.id.to_be_bytes(), &codec::encode(&entry))?;
+        self.insert_durably(&self.audit, &entry.id.to_be_bytes(), &codec::encode(&entry))
+            .await?;
         Ok(entry)
     }
 
-    fn audit_trail(&self, query: &AuditQuery) -> Result<AuditPage, StoreError> {
+    async fn audit_trail(&self, query: &AuditQuery) -> Result<AuditPage, StoreError> {
         let older = match query.before {
             Some(before) => self.audit.range(..before.to_be_bytes()),
             None => self.audit.iter(),
@@ -714,8 +738,11 @@ impl JobStore for SledStore {
             next_before: None,
         })
     }
+}
 
-    fn snapshot(&self) -> Result<Snapshot, StoreError> {
+#[async_trait]
+impl JobStore for SledStore {
+    async fn snapshot(&self) -> Result<Snapshot, StoreError> {
         // Every tree, so a tree added by a later feature is never left out of a backup.
         let mut names = self.db.tree_names();
         names.retain(|name| name != SLED_DEFAULT_TREE);
@@ -726,7 +753,7 @@ impl JobStore for SledStore {
             .collect::<Result<_, _>>()?;
         let snapshot = self.snapshots.start(trees);
         // What the snapshot holds was applied; once flushed it is also what a crash would keep.
-        self.db.flush().map_err(io)?;
+        self.db.flush_async().await.map_err(io)?;
         Ok(Box::new(snapshot))
     }
 
@@ -734,7 +761,7 @@ impl JobStore for SledStore {
         let (reply, answer) = oneshot::channel();
         self.send(Command::Close { reply })?;
         answer.await.map_err(|_| StoreError::Closed)??;
-        self.db.flush().map_err(io)?;
+        self.db.flush_async().await.map_err(io)?;
         // The threads hold the database open; the directory is free once they are gone.
         let threads = std::mem::take(&mut *self.threads.lock().map_err(|_| StoreError::Closed)?);
         tokio::task::spawn_blocking(move || threads.into_iter().for_each(|t| drop(t.join())))
