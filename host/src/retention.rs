@@ -1,6 +1,6 @@
 //! How long finished jobs are kept: the retention policy, its per-type overrides and its
 //! per-tenant count, as data. The store finds what the policy lets go
-//! ([`crate::store::JobStore::expired`]) and [`crate::tasks::retention`] deletes it.
+//! ([`crate::store::JobQueue::expired`]) and [`crate::tasks::retention`] deletes it.
 //!
 //! Completed and cancelled jobs are kept for `completed` (or their type's own age) and, per
 //! tenant, at most `max_finished_per_tenant` of them, oldest finished deleted first. Failed

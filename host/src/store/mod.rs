@@ -22,7 +22,7 @@
 //!
 //! [`sled_store::SledStore`] is the embedded implementation.
 
-#[cfg(test)]
+#[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod index;
 #[cfg(test)]

@@ -779,7 +779,7 @@ mod tests {
         Arc::new(SledStore::open(dir).expect("store opens"))
     }
 
-    crate::store::conformance::suite!(open);
+    crate::store_conformance!(open);
 
     #[test]
     fn a_key_stored_before_rate_limits_reads_back_unlimited() {
