@@ -2,6 +2,7 @@
 //! modules of lower layers (or of its own, without a circle), so the code reads top-down:
 //! the binary and tools, then the server that wires everything, the drivers (APIs and
 //! background tasks), the service core, the store and the sandbox, and the domain below.
+//! The drivers reach storage only through the service core.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -146,4 +147,38 @@ fn the_modules_of_one_layer_use_each_other_without_a_circle() {
         }
     }
     assert!(left.is_empty(), "modules in an import circle: {left:?}");
+}
+
+#[test]
+fn the_apis_and_tasks_reach_storage_only_through_the_service() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let ports = [
+        "JobStore",
+        "JobQueue",
+        "JobQueries",
+        "TriggerStore",
+        "KeyValueStore",
+        "Catalog",
+    ];
+    let mut reaching = Vec::new();
+    for driver in ["api", "tasks"] {
+        for file in rust_files(&root.join(driver)) {
+            let text = std::fs::read_to_string(&file).expect("source");
+            for line in text.lines() {
+                let code = line.split("//").next().unwrap_or("");
+                for port in ports {
+                    if code
+                        .split(|c: char| !c.is_alphanumeric())
+                        .any(|word| word == port)
+                    {
+                        reaching.push(format!("{}: {port}", file.display()));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        reaching.is_empty(),
+        "drivers naming a store port: {reaching:?}"
+    );
 }

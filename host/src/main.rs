@@ -15,7 +15,7 @@ use jobhost::grants::{HttpRule, ServerHttpPolicy};
 use jobhost::manifest::Manifest;
 use jobhost::quota::Quotas;
 use jobhost::runtime::HttpLimits;
-use jobhost::tasks::capabilities::HttpSettings;
+use jobhost::service::capabilities::HttpSettings;
 
 /// mimalloc rather than the system allocator: per-thread free lists suit the many short-lived
 /// buffers of requests and attempts, and it returns memory instead of fragmenting arenas.

@@ -27,11 +27,11 @@ use crate::rate_limit::RateLimit;
 use crate::retention::RetentionPolicy;
 use crate::runtime::{Runtime, RuntimeConfig, RuntimeError};
 use crate::secrets::{SecretBox, SecretKeyError};
+use crate::service::capabilities::{CapabilitySource, HttpSettings};
 use crate::service::handlers::{Deployment, HandlerMaxima, HandlerRegistry};
 use crate::service::{ApiKeys, DEFAULT_TENANT, JobService, ServiceError, ServiceParts};
 use crate::signals::Signals;
 use crate::store::{JobStore, SledStore, StoreError};
-use crate::tasks::capabilities::{CapabilitySource, HttpSettings};
 use crate::tasks::executor::{Executor, ExecutorConfig};
 use crate::tasks::lanes::Lanes;
 use crate::tasks::scheduler::{SchedulerStats, TriggerScheduler};
@@ -185,15 +185,18 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
             .await
             .map_err(|e| StoreError::Io(e.to_string()))??;
     let store: Arc<dyn JobStore> = Arc::new(store);
+    let signals = Signals::default();
+    let (stop, stopping) = watch::channel(false);
     let keys = Arc::new(
         ApiKeys::load(
             store.clone(),
             config.admin_key.as_deref(),
             config.default_rate_limit,
+            signals.clone(),
         )
         .await?,
     );
-    let (stop, stopping) = watch::channel(false);
+    tokio::spawn(keys.clone().follow(signals.subscribe(), stopping.clone()));
     let runtime: Arc<Runtime> = Arc::new(Runtime::new(RuntimeConfig {
         max_memory_mb: config.handler_maxima.memory_mb,
         max_concurrent_attempts: config.max_attempts as u32,
@@ -205,25 +208,15 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
             runtime.clone(),
             config.handler_maxima.clone(),
             &config.quotas,
+            signals.clone(),
         )
         .await?,
     );
-    let signals = Signals::default();
-    let scheduler_stats = Arc::new(SchedulerStats::default());
-    let scheduler = TriggerScheduler::new(
-        store.clone(),
-        config.clock.clone(),
-        signals.subscribe(),
-        scheduler_stats.clone(),
-    )
-    .await?;
-    let scheduler = tokio::spawn(scheduler.run(stopping.clone()));
-    let retention = tokio::spawn(crate::tasks::retention::run(
-        store.clone(),
-        config.retention.clone(),
-        RETENTION_ROUND,
-        stopping.clone(),
-    ));
+    tokio::spawn(
+        registry
+            .clone()
+            .follow(signals.subscribe(), stopping.clone()),
+    );
     let service = Arc::new(JobService::new(
         store.clone(),
         ServiceParts {
@@ -233,8 +226,30 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
             clock: config.clock.clone(),
             signals: signals.clone(),
             quotas: config.quotas.clone(),
-            secret_box: secret_box.clone(),
+            capabilities: CapabilitySource::new(
+                store.clone(),
+                secret_box.clone(),
+                config.http.clone(),
+                config.quotas.kv,
+                metrics.clone(),
+            ),
+            secret_box,
         },
+    ));
+    let scheduler_stats = Arc::new(SchedulerStats::default());
+    let scheduler = TriggerScheduler::new(
+        service.clone(),
+        config.clock.clone(),
+        signals.subscribe(),
+        scheduler_stats.clone(),
+    )
+    .await?;
+    let scheduler = tokio::spawn(scheduler.run(stopping.clone()));
+    let retention = tokio::spawn(crate::tasks::retention::run(
+        service.clone(),
+        config.retention.clone(),
+        RETENTION_ROUND,
+        stopping.clone(),
     ));
     if config.deploy_examples {
         deploy_examples(&service).await?;
@@ -242,17 +257,10 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     let lanes = Lanes::start(config.attempt_threads, tokio::runtime::Handle::current())
         .map_err(ServerError::Lanes)?;
     let executor = Arc::new(Executor::new(
-        store.clone(),
+        service.clone(),
         runtime.clone(),
         registry.clone(),
         lanes,
-        CapabilitySource::new(
-            store.clone(),
-            secret_box,
-            config.http.clone(),
-            config.quotas.kv,
-            metrics.clone(),
-        ),
         ExecutorConfig {
             max_attempts: config.max_attempts,
             max_attempts_per_tenant: config.quotas.attempts_per_tenant,

@@ -1,10 +1,17 @@
 //! Signals: the changes one part of the server announces to the parts that keep something in
-//! memory because of them (an attempt running for a job, a trigger's next fire time).
+//! memory because of them (an attempt running for a job, a trigger's next fire time, a
+//! handler's compiled code, the cache of API keys).
 //!
 //! A signal names what changed, never its new state: a receiver reads that from the store.
 //! So a receiver that missed signals (it fell behind) only has to re-read everything it
 //! keeps, and a signal relayed from another node over a shared store means exactly what one
 //! from this process means. In one process signals travel over a broadcast channel.
+//!
+//! A job becoming ready is not a signal: waking a waiting activation belongs to the queue port
+//! ([`crate::store::JobQueue::activate`]), because the wake-up must not be lost between the
+//! moment a wait finds nothing and the moment it starts to listen; only the store that holds
+//! the job can order the two (the embedded store's writer does; a database does it with the
+//! notification sent in the transaction that makes the job ready).
 
 use tokio::sync::broadcast;
 
@@ -15,12 +22,16 @@ use crate::trigger::TriggerId;
 const BACKLOG: usize = 1024;
 
 /// A change announced to the rest of the server.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Signal {
     /// A job was cancelled: an attempt running for it should stop.
     JobCancelled(JobId),
     /// A trigger was created, changed or removed.
     TriggerChanged(TriggerId),
+    /// A handler (by id) was deployed, got a new version, or was removed.
+    HandlerChanged(String),
+    /// An API key (by id) was created or revoked.
+    KeyChanged(String),
 }
 
 /// Where signals are published; every part that acts on them subscribes.
@@ -52,7 +63,7 @@ impl Signals {
 }
 
 /// What a subscriber receives next.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Received {
     Signal(Signal),
     /// Signals were published that this subscriber will never see: it must re-read whatever

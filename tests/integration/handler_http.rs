@@ -12,7 +12,7 @@ use axum::routing::get;
 use jobhost::client::ClientError;
 use jobhost::grants::{HttpRule, ServerHttpPolicy};
 use jobhost::runtime::HttpLimits;
-use jobhost::tasks::capabilities::HttpSettings;
+use jobhost::service::capabilities::HttpSettings;
 use serde_json::{Value, json};
 
 use crate::harness::*;

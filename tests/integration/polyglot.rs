@@ -11,7 +11,7 @@ use axum::Router;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::get;
 use jobhost::grants::{HttpRule, ServerHttpPolicy};
-use jobhost::tasks::capabilities::HttpSettings;
+use jobhost::service::capabilities::HttpSettings;
 use reqwest::Method;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};

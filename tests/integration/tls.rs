@@ -442,7 +442,7 @@ async fn a_stock_python_grpc_client_completes_a_job_over_tls() {
 /// for it (the system's roots when `None`), with `calls-http` deployed for type `call`.
 async fn server_calling(endpoint: &TestServer, roots: Option<Vec<u8>>) -> TestServer {
     use jobhost::grants::{HttpRule, ServerHttpPolicy};
-    use jobhost::tasks::capabilities::HttpSettings;
+    use jobhost::service::capabilities::HttpSettings;
     let port = endpoint.running().http_addr.port();
     let rule = HttpRule::parse(&format!("https://localhost:{port}")).unwrap();
     let tls = roots.map(|pem| {

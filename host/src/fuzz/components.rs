@@ -23,7 +23,13 @@ fn registry(fixture: &Fixture, cache: &std::path::Path) -> HandlerRegistry {
     })
     .expect("runtime");
     let quotas = Quotas::default();
-    let opened = HandlerRegistry::open(fixture.store.clone(), Arc::new(runtime), maxima, &quotas);
+    let opened = HandlerRegistry::open(
+        fixture.store.clone(),
+        Arc::new(runtime),
+        maxima,
+        &quotas,
+        Default::default(),
+    );
     fixture.block_on(opened).expect("registry")
 }
 

@@ -86,7 +86,12 @@ impl Fixture {
         let dir = tempfile::tempdir().expect("temp dir");
         let store: Arc<dyn JobStore> = Arc::new(SledStore::open(dir.path()).expect("store"));
         let keys = runtime
-            .block_on(ApiKeys::load(store.clone(), Some(ADMIN_KEY), None))
+            .block_on(ApiKeys::load(
+                store.clone(),
+                Some(ADMIN_KEY),
+                None,
+                Default::default(),
+            ))
             .expect("keys");
         let (stop, shutdown) = watch::channel(false);
         let sandbox = crate::runtime::Runtime::new(crate::runtime::RuntimeConfig {
@@ -101,6 +106,7 @@ impl Fixture {
                 Arc::new(sandbox),
                 HandlerMaxima::default(),
                 &Quotas::default(),
+                Default::default(),
             ))
             .expect("handlers");
         let service = Arc::new(JobService::new(
@@ -112,6 +118,13 @@ impl Fixture {
                 clock: Arc::new(SystemClock),
                 signals: crate::signals::Signals::default(),
                 quotas: Quotas::default(),
+                capabilities: crate::service::capabilities::CapabilitySource::new(
+                    store.clone(),
+                    Arc::new(crate::secrets::SecretBox::new([0; 32])),
+                    Default::default(),
+                    Default::default(),
+                    Arc::default(),
+                ),
                 secret_box: Arc::new(crate::secrets::SecretBox::new([0; 32])),
             },
         ));

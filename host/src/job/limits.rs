@@ -87,6 +87,25 @@ pub fn check_custom_headers(
     Ok(())
 }
 
+/// Checks that `text` can be a job's variables, from any source (an API, a handler's result
+/// or follow-up): at most [`MAX_MESSAGE_BYTES`] and one JSON object. Answers why not, naming
+/// `field`. Checked without building the value.
+pub fn check_variables(field: &str, text: &str) -> Result<(), String> {
+    if text.len() > MAX_MESSAGE_BYTES {
+        return Err(format!(
+            "{field} exceed {MAX_MESSAGE_BYTES} bytes ({} bytes)",
+            text.len()
+        ));
+    }
+    if !text.trim_start().starts_with('{') {
+        return Err(format!("{field} must be a JSON object"));
+    }
+    match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+        Ok(_) => Ok(()),
+        Err(error) => Err(format!("{field} is not valid JSON: {error}")),
+    }
+}
+
 /// Checks an idempotency key (present: non-empty) against the limits; answers why it is
 /// refused. Stored keys join tenant, type and key with NULs, so a key holds none.
 pub fn check_idempotency_key(key: &str) -> Result<(), String> {

@@ -17,6 +17,7 @@ use crate::job::limits::{MAX_NAME_BYTES, valid_tenant_id};
 use crate::job::{TenantScope, now_ms};
 use crate::quota::{Holdings, Quotas};
 use crate::runtime::{CompiledHandler, Runtime};
+use crate::signals::{Received, Signal, Signals, Subscription};
 use crate::store::JobStore;
 
 /// What the server allows a handler to ask for.
@@ -112,6 +113,8 @@ pub struct LoadedHandler {
 pub struct HandlerRegistry {
     store: Arc<dyn JobStore>,
     runtime: Arc<Runtime>,
+    /// Deploys and removals are announced here, for every node's registry.
+    signals: Signals,
     maxima: HandlerMaxima,
     handlers: RwLock<BTreeMap<String, Arc<LoadedHandler>>>,
     changes: watch::Sender<u64>,
@@ -138,41 +141,18 @@ impl HandlerRegistry {
         runtime: Arc<Runtime>,
         maxima: HandlerMaxima,
         quotas: &Quotas,
+        signals: Signals,
     ) -> Result<HandlerRegistry, ServiceError> {
         let mut handlers = BTreeMap::new();
         for record in store.handlers().await? {
-            let version = record.current().clone();
-            let Some(bytes) = store.component(&version.component_sha256).await? else {
-                tracing::error!(handler = %record.id, "component bytes missing; handler not loaded");
-                continue;
-            };
-            let loader = runtime.clone();
-            let sha = hex::encode(version.component_sha256);
-            let compiled = tokio::task::spawn_blocking(move || loader.load(&sha, &bytes))
-                .await
-                .map_err(internal)?;
-            match compiled {
-                Ok(compiled) => {
-                    tracing::info!(
-                        handler = %record.id, tenant = %record.tenant, job_type = %record.job_type,
-                        version = version.version, source = ?compiled.source,
-                        millis = compiled.load_time.as_secs_f64() * 1000.0,
-                        "handler loaded"
-                    );
-                    let loaded = LoadedHandler {
-                        record: record.clone(),
-                        compiled: Arc::new(compiled),
-                    };
-                    handlers.insert(record.id.clone(), Arc::new(loaded));
-                }
-                Err(error) => {
-                    tracing::error!(handler = %record.id, %error, "handler cannot be loaded")
-                }
+            if let Some(loaded) = load_stored(store.as_ref(), &runtime, record).await? {
+                handlers.insert(loaded.record.id.clone(), Arc::new(loaded));
             }
         }
         Ok(HandlerRegistry {
             store,
             runtime,
+            signals,
             maxima,
             handlers: RwLock::new(handlers),
             changes: watch::channel(0).0,
@@ -215,6 +195,12 @@ impl HandlerRegistry {
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<LoadedHandler>>> {
         self.handlers.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Tells this node's executor, and (as a signal) every registry, that a handler changed.
+    fn announce_change(&self, id: &str) {
+        self.announce();
+        self.signals.publish(Signal::HandlerChanged(id.to_string()));
     }
 
     fn announce(&self) {
@@ -439,8 +425,8 @@ impl HandlerRegistry {
         self.handlers
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(id, loaded.clone());
-        self.announce();
+            .insert(id.clone(), loaded.clone());
+        self.announce_change(&id);
         Ok(loaded)
     }
 
@@ -554,7 +540,7 @@ impl HandlerRegistry {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(id);
-        self.announce();
+        self.announce_change(id);
         record_act(
             &self.store,
             caller,
@@ -564,6 +550,116 @@ impl HandlerRegistry {
             format!("type {}", handler.record.job_type),
         )
         .await
+    }
+}
+
+/// Following what other nodes (or this one) deployed and removed.
+impl HandlerRegistry {
+    /// Brings the handlers named in signals up to date with the store until `stopping`, so
+    /// that a deploy or removal on another node over the same store takes effect here.
+    pub async fn follow(
+        self: Arc<Self>,
+        mut signals: Subscription,
+        mut stopping: watch::Receiver<bool>,
+    ) {
+        loop {
+            let received = tokio::select! {
+                received = signals.recv() => received,
+                _ = stopping.wait_for(|stop| *stop) => return,
+            };
+            let outcome = match received {
+                None => return,
+                Some(Received::Signal(Signal::HandlerChanged(id))) => self.reload(Some(&id)).await,
+                Some(Received::Signal(_)) => Ok(()),
+                Some(Received::Missed) => self.reload(None).await,
+            };
+            if let Err(error) = outcome {
+                tracing::error!(%error, "cannot bring handlers up to date with the store");
+            }
+        }
+    }
+
+    /// Loads the current version of the handler `only` names (or of every handler) from the
+    /// store where it differs from the one loaded here, and drops what the store no longer
+    /// holds.
+    pub async fn reload(&self, only: Option<&str>) -> Result<(), ServiceError> {
+        let wanted = |id: &str| only.is_none_or(|only| only == id);
+        let stored: Vec<_> = self
+            .store
+            .handlers()
+            .await?
+            .into_iter()
+            .filter(|record| wanted(&record.id))
+            .collect();
+        let mut changed = false;
+        for record in &stored {
+            let version = record.current().version;
+            if self.current_version(&record.id) >= Some(version) {
+                continue;
+            }
+            // Compiled outside the deploy lock: it may take seconds.
+            let Some(loaded) =
+                load_stored(self.store.as_ref(), &self.runtime, record.clone()).await?
+            else {
+                continue;
+            };
+            let _one_at_a_time = self.deploying.lock().await;
+            if self.current_version(&record.id) < Some(version) {
+                self.handlers
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(record.id.clone(), Arc::new(loaded));
+                changed = true;
+            }
+        }
+        {
+            let _one_at_a_time = self.deploying.lock().await;
+            let mut handlers = self.handlers.write().unwrap_or_else(|e| e.into_inner());
+            let before = handlers.len();
+            handlers.retain(|id, _| !wanted(id) || stored.iter().any(|record| &record.id == id));
+            changed |= handlers.len() != before;
+        }
+        if changed {
+            self.announce();
+        }
+        Ok(())
+    }
+}
+
+/// A stored handler with the compiled code of its current version (from the compiled-code
+/// cache, by content hash, if there); `None` if it cannot be loaded, which is logged.
+async fn load_stored(
+    store: &dyn JobStore,
+    runtime: &Arc<Runtime>,
+    record: HandlerRecord,
+) -> Result<Option<LoadedHandler>, ServiceError> {
+    let version = record.current().clone();
+    let Some(bytes) = store.component(&version.component_sha256).await? else {
+        tracing::error!(handler = %record.id, "component bytes missing; handler not loaded");
+        return Ok(None);
+    };
+    let loader = runtime.clone();
+    let sha = hex::encode(version.component_sha256);
+    let compiled = tokio::task::spawn_blocking(move || loader.load(&sha, &bytes))
+        .await
+        .map_err(internal)?;
+    match compiled {
+        Ok(compiled) => {
+            tracing::info!(
+                handler = %record.id, tenant = %record.tenant, job_type = %record.job_type,
+                version = version.version, source = ?compiled.source,
+                millis = compiled.load_time.as_secs_f64() * 1000.0,
+                "handler loaded"
+            );
+            Ok(Some(LoadedHandler {
+                record,
+                compiled: Arc::new(compiled),
+            }))
+        }
+        Err(error) => {
+            tracing::error!(handler = %record.id, %error, "handler cannot be loaded");
+            Ok(None)
+        }
     }
 }
 
@@ -624,4 +720,105 @@ impl JobService {
 fn handler_id(tenant: &str, job_type: &str) -> String {
     let digest = Sha256::digest(format!("{tenant}\0{job_type}").as_bytes());
     format!("h{}", &hex::encode(digest)[..15])
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::runtime::RuntimeConfig;
+    use crate::store::SledStore;
+
+    /// Two nodes' registries over one store, their signals relayed between them.
+    struct TwoNodes {
+        here: Arc<HandlerRegistry>,
+        there: Arc<HandlerRegistry>,
+        _stop: watch::Sender<bool>,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn two_nodes() -> TwoNodes {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store: Arc<dyn JobStore> = Arc::new(SledStore::open(dir.path()).expect("store"));
+        let signals = Signals::default();
+        let (stop, stopping) = watch::channel(false);
+        let mut nodes = Vec::new();
+        for _ in 0..2 {
+            let runtime = Runtime::new(RuntimeConfig {
+                max_memory_mb: 64,
+                max_concurrent_attempts: 2,
+                cache_dir: None,
+            })
+            .expect("runtime");
+            let registry = HandlerRegistry::open(
+                store.clone(),
+                Arc::new(runtime),
+                HandlerMaxima::default(),
+                &Quotas::default(),
+                signals.clone(),
+            )
+            .await
+            .expect("registry");
+            let registry = Arc::new(registry);
+            tokio::spawn(
+                registry
+                    .clone()
+                    .follow(signals.subscribe(), stopping.clone()),
+            );
+            nodes.push(registry);
+        }
+        TwoNodes {
+            there: nodes.pop().expect("node"),
+            here: nodes.pop().expect("node"),
+            _stop: stop,
+            _dir: dir,
+        }
+    }
+
+    fn echo() -> Deployment {
+        let (job_type, component) = crate::examples::EXAMPLES[0];
+        Deployment {
+            job_type: job_type.into(),
+            component: component.to_vec(),
+            ..Deployment::default()
+        }
+    }
+
+    /// Waits (up to seconds) until the registry has the handler at `version` (`None`: not at
+    /// all).
+    async fn until_version(registry: &HandlerRegistry, id: &str, version: Option<u32>) -> bool {
+        for _ in 0..1000 {
+            if registry.current_version(id) == version {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn a_handler_deployed_on_another_node_is_loaded_here() {
+        let nodes = two_nodes().await;
+        let deployed = nodes.there.deploy(&Principal::admin(), echo()).await;
+        let id = deployed.expect("deployed").record.id.clone();
+        assert!(until_version(&nodes.here, &id, Some(1)).await);
+        let again = nodes.there.deploy(&Principal::admin(), echo()).await;
+        assert_eq!(again.expect("deployed").record.current().version, 2);
+        assert!(until_version(&nodes.here, &id, Some(2)).await);
+    }
+
+    #[tokio::test]
+    async fn a_handler_removed_on_another_node_is_dropped_here() {
+        let nodes = two_nodes().await;
+        let deployed = nodes.here.deploy(&Principal::admin(), echo()).await;
+        let id = deployed.expect("deployed").record.id.clone();
+        assert!(until_version(&nodes.there, &id, Some(1)).await);
+        nodes
+            .there
+            .remove(&Principal::admin(), &id)
+            .await
+            .expect("removed");
+        assert!(until_version(&nodes.here, &id, None).await);
+    }
 }

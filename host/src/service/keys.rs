@@ -5,6 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 
 use rand::Rng;
+use tokio::sync::watch;
 
 use super::audit::record_act;
 use super::{JobService, ServiceError};
@@ -16,6 +17,7 @@ use crate::auth::{
 use crate::job::limits::valid_tenant_id;
 use crate::job::{TenantScope, now_ms};
 use crate::rate_limit::{RateBucket, RateLimit};
+use crate::signals::{Received, Signal, Signals, Subscription};
 use crate::store::{JobStore, StoreError};
 
 impl JobService {
@@ -100,6 +102,8 @@ pub struct ApiKeys {
     /// The limit of keys created without one; the admin key is never limited.
     default_limit: Option<RateLimit>,
     keys: RwLock<HashMap<String, KnownKey>>,
+    /// Creations and revocations are announced here, for every node's cache.
+    signals: Signals,
 }
 
 impl ApiKeys {
@@ -107,6 +111,7 @@ impl ApiKeys {
         store: Arc<dyn JobStore>,
         admin_key: Option<&str>,
         default_limit: Option<RateLimit>,
+        signals: Signals,
     ) -> Result<ApiKeys, StoreError> {
         let keys = store
             .api_keys()
@@ -119,6 +124,7 @@ impl ApiKeys {
             admin_sha256: admin_key.filter(|k| !k.is_empty()).map(key_digest),
             default_limit,
             keys: RwLock::new(keys),
+            signals,
         })
     }
 
@@ -228,7 +234,8 @@ impl ApiKeys {
         self.keys
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(id, known);
+            .insert(id.clone(), known);
+        self.signals.publish(Signal::KeyChanged(id));
         Ok((info, key))
     }
 
@@ -303,7 +310,59 @@ impl ApiKeys {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(id);
+        self.signals.publish(Signal::KeyChanged(id.to_string()));
         Ok(removed.as_ref().map(info))
+    }
+}
+
+/// Following what other nodes (or this one) created and revoked.
+impl ApiKeys {
+    /// Brings the keys named in signals up to date with the store until `stopping`, so that
+    /// a key created on another node over the same store works here and one revoked there is
+    /// refused here.
+    pub async fn follow(
+        self: Arc<Self>,
+        mut signals: Subscription,
+        mut stopping: watch::Receiver<bool>,
+    ) {
+        loop {
+            let received = tokio::select! {
+                received = signals.recv() => received,
+                _ = stopping.wait_for(|stop| *stop) => return,
+            };
+            let outcome = match received {
+                None => return,
+                Some(Received::Signal(Signal::KeyChanged(id))) => self.reload(Some(&id)).await,
+                Some(Received::Signal(_)) => Ok(()),
+                Some(Received::Missed) => self.reload(None).await,
+            };
+            if let Err(error) = outcome {
+                tracing::error!(%error, "cannot bring API keys up to date with the store");
+            }
+        }
+    }
+
+    /// Takes the key `only` names (or every key) as the store holds it: new ones are added,
+    /// changed ones replaced, and ones no longer stored are dropped. A key unchanged keeps
+    /// its place in its rate limit.
+    pub async fn reload(&self, only: Option<&str>) -> Result<(), StoreError> {
+        let wanted = |id: &str| only.is_none_or(|only| only == id);
+        let stored: HashMap<String, ApiKeyRecord> = self
+            .store
+            .api_keys()
+            .await?
+            .into_iter()
+            .filter(|key| wanted(&key.id))
+            .map(|key| (key.id.clone(), key))
+            .collect();
+        let mut keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
+        keys.retain(|id, _| !wanted(id) || stored.contains_key(id));
+        for (id, record) in stored {
+            if keys.get(&id).is_none_or(|known| known.record != record) {
+                keys.insert(id, KnownKey::new(record, self.default_limit));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -316,5 +375,110 @@ fn info(known: &KnownKey) -> KeyInfo {
         tenants: record.tenants.clone(),
         created_at: record.created_at,
         rate_limit: known.limit,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::store::SledStore;
+
+    /// Two nodes' key caches over one store, their signals relayed between them.
+    struct TwoNodes {
+        here: Arc<ApiKeys>,
+        there: Arc<ApiKeys>,
+        store: Arc<dyn JobStore>,
+        signals: Signals,
+        _stop: watch::Sender<bool>,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn two_nodes() -> TwoNodes {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store: Arc<dyn JobStore> = Arc::new(SledStore::open(dir.path()).expect("store"));
+        let signals = Signals::default();
+        let (stop, stopping) = watch::channel(false);
+        let mut nodes = Vec::new();
+        for _ in 0..2 {
+            let keys = ApiKeys::load(store.clone(), None, None, signals.clone()).await;
+            let keys = Arc::new(keys.expect("keys"));
+            tokio::spawn(keys.clone().follow(signals.subscribe(), stopping.clone()));
+            nodes.push(keys);
+        }
+        TwoNodes {
+            there: nodes.pop().expect("node"),
+            here: nodes.pop().expect("node"),
+            store,
+            signals,
+            _stop: stop,
+            _dir: dir,
+        }
+    }
+
+    fn new_key() -> NewKey {
+        NewKey {
+            name: "worker".into(),
+            permissions: vec![JOBS.into()],
+            ..NewKey::default()
+        }
+    }
+
+    /// Waits (up to seconds) until the key authenticates, or is refused, as `wanted`.
+    async fn until_authenticates(keys: &ApiKeys, key: &str, wanted: bool) -> bool {
+        for _ in 0..500 {
+            if keys.authenticate(Some(key)).is_ok() == wanted {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn a_key_created_on_another_node_authenticates_here() {
+        let nodes = two_nodes().await;
+        let (_, key) = nodes
+            .there
+            .create_key(&Principal::admin(), new_key())
+            .await
+            .expect("created");
+        assert!(until_authenticates(&nodes.here, &key, true).await);
+    }
+
+    #[tokio::test]
+    async fn a_key_revoked_on_another_node_is_refused_here() {
+        let nodes = two_nodes().await;
+        let (info, key) = nodes
+            .here
+            .create_key(&Principal::admin(), new_key())
+            .await
+            .expect("created");
+        assert!(until_authenticates(&nodes.there, &key, true).await);
+        nodes
+            .there
+            .revoke_key(&Principal::admin(), &info.id)
+            .await
+            .expect("revoked");
+        assert!(until_authenticates(&nodes.here, &key, false).await);
+    }
+
+    #[tokio::test]
+    async fn after_missed_signals_every_key_is_read_again() {
+        let nodes = two_nodes().await;
+        let (info, key) = nodes
+            .here
+            .create_key(&Principal::admin(), new_key())
+            .await
+            .expect("created");
+        assert!(until_authenticates(&nodes.there, &key, true).await);
+        // Revoked in the store behind both caches, the news lost in a flood of signals.
+        nodes.store.delete_api_key(&info.id).await.expect("deleted");
+        for id in 0..=2_000 {
+            nodes.signals.publish(Signal::JobCancelled(id));
+        }
+        assert!(until_authenticates(&nodes.here, &key, false).await);
+        assert!(until_authenticates(&nodes.there, &key, false).await);
     }
 }

@@ -6,14 +6,18 @@
 //! [`crate::job::state`]. Long polls wait here, bounded in number and ended by shutdown.
 //! Trigger management lives in the `triggers` submodule.
 
+mod attempts;
 mod audit;
 mod backup;
+pub mod capabilities;
 pub mod handlers;
 mod keys;
 mod kv;
+mod retention;
 mod secrets;
 mod triggers;
 
+pub use attempts::AttemptEnd;
 pub use audit::AuditRequest;
 pub(crate) use audit::record_act;
 pub use handlers::HandlerRegistry;
@@ -41,6 +45,7 @@ use crate::secrets::SecretBox;
 use crate::signals::{Signal, Signals};
 use crate::store::index::{IndexStats, StateCounts};
 use crate::store::{Activation, ApplyError, JobStore, ListPage, ListQuery, SortBy, StoreError};
+use capabilities::CapabilitySource;
 
 /// The tenant of a job created without one.
 pub const DEFAULT_TENANT: &str = "default";
@@ -201,6 +206,8 @@ pub struct JobService {
     signals: Signals,
     /// Seals tenants' secrets under the server's key.
     secret_box: Arc<SecretBox>,
+    /// What attempts of handlers may reach, by their grants.
+    capabilities: CapabilitySource,
 }
 
 /// What the service needs besides the store.
@@ -213,6 +220,7 @@ pub struct ServiceParts {
     pub signals: Signals,
     pub quotas: Quotas,
     pub secret_box: Arc<SecretBox>,
+    pub capabilities: CapabilitySource,
 }
 
 impl JobService {
@@ -233,6 +241,7 @@ impl JobService {
             clock: parts.clock,
             signals: parts.signals,
             secret_box: parts.secret_box,
+            capabilities: parts.capabilities,
         }
     }
 
@@ -841,15 +850,10 @@ fn json_object(field: &str, text: &str) -> Result<String, ServiceError> {
     if text.trim().is_empty() {
         return Ok("{}".to_string());
     }
-    if text.len() > limits::MAX_MESSAGE_BYTES {
-        return Err(invalid(format!(
-            "{field} exceed {} bytes",
-            limits::MAX_MESSAGE_BYTES
-        )));
-    }
+    limits::check_variables(field, text).map_err(invalid)?;
+    // Stored compactly: what a client sent is read back without its layout.
     match serde_json::from_str::<serde_json::Value>(text) {
-        Ok(value @ serde_json::Value::Object(_)) => Ok(value.to_string()),
-        Ok(_) => Err(invalid(format!("{field} must be a JSON object"))),
+        Ok(value) => Ok(value.to_string()),
         Err(error) => Err(invalid(format!("{field} is not valid JSON: {error}"))),
     }
 }

@@ -12,7 +12,7 @@ use crate::auth::{self, Principal};
 use crate::job::EpochMs;
 use crate::job::limits;
 use crate::signals::Signal;
-use crate::store::TriggerError;
+use crate::store::{DueFire, TriggerError};
 use crate::trigger::schedule::{format_duration, parse_duration};
 use crate::trigger::{
     IdempotencyPattern, MAX_CATCH_UP_LIMIT, Overlap, RESERVED_HEADER_PREFIX, Schedule, TriggerId,
@@ -285,6 +285,29 @@ impl JobService {
 
     fn announce(&self, trigger: &TriggerRecord) {
         self.signals.publish(Signal::TriggerChanged(trigger.id));
+    }
+}
+
+/// The trigger scheduler's door: it reads every trigger and fires the due ones.
+impl JobService {
+    /// Every trigger, of every tenant.
+    pub async fn all_triggers(&self) -> Result<Vec<TriggerRecord>, ServiceError> {
+        Ok(self.store.triggers().await?)
+    }
+
+    /// One trigger as it stands now; `None` once it is removed.
+    pub async fn trigger_now(&self, id: TriggerId) -> Result<Option<TriggerRecord>, ServiceError> {
+        Ok(self.store.trigger(id).await?)
+    }
+
+    /// Fires the due triggers whose cursor is still the one the scheduler saw, as of `now`;
+    /// answers each trigger as it now stands (see [`crate::store::TriggerStore::fire_triggers`]).
+    pub async fn fire_triggers(
+        &self,
+        due: Vec<DueFire>,
+        now: EpochMs,
+    ) -> Result<Vec<(TriggerId, Option<TriggerRecord>)>, ServiceError> {
+        Ok(self.store.fire_triggers(due, now).await?)
     }
 }
 

@@ -11,22 +11,20 @@
 //! with backoff or an incident.
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
-use crate::job::state::Event;
-use crate::job::{AttemptLog, Job, JobId, JobPayload, JobState, NewJob, TenantScope, now_ms};
+use crate::job::{AttemptLog, Job, JobId, TenantScope, now_ms};
 use crate::metrics::Metrics;
 use crate::runtime::{
     AttemptInput, AttemptLimits, AttemptOutcome, AttemptResult, Interrupt, InterruptReason, Runtime,
 };
 use crate::service::handlers::{HandlerRegistry, LoadedHandler};
+use crate::service::{AttemptEnd, JobService};
 use crate::signals::{Received, Signal, Subscription};
-use crate::store::{Activation, Extras, JobStore};
-use crate::tasks::capabilities::CapabilitySource;
+use crate::store::Activation;
 use crate::tasks::lanes::Lanes;
 
 /// How much longer a Wasm job's lease lasts than its attempt may run, so that the attempt is
@@ -119,12 +117,11 @@ pub struct ExecutorConfig {
 }
 
 pub struct Executor {
-    store: Arc<dyn JobStore>,
+    service: Arc<JobService>,
     runtime: Arc<Runtime>,
     registry: Arc<HandlerRegistry>,
     attempts: Arc<RunningAttempts>,
     lanes: Lanes,
-    capabilities: CapabilitySource,
     config: ExecutorConfig,
     global: Arc<Semaphore>,
     tenants: Mutex<HashMap<String, Arc<Semaphore>>>,
@@ -133,16 +130,14 @@ pub struct Executor {
 
 impl Executor {
     pub fn new(
-        store: Arc<dyn JobStore>,
+        service: Arc<JobService>,
         runtime: Arc<Runtime>,
         registry: Arc<HandlerRegistry>,
         lanes: Lanes,
-        capabilities: CapabilitySource,
         config: ExecutorConfig,
     ) -> Executor {
         Executor {
-            capabilities,
-            store,
+            service,
             runtime,
             registry,
             attempts: Arc::default(),
@@ -168,7 +163,7 @@ impl Executor {
     pub async fn run(self: Arc<Self>, signals: Subscription, mut shutdown: watch::Receiver<bool>) {
         let cancellations = tokio::spawn(interrupt_cancelled(
             self.attempts.clone(),
-            self.store.clone(),
+            self.service.clone(),
             signals,
         ));
         let mut changes = self.registry.subscribe();
@@ -252,7 +247,7 @@ impl Executor {
                     .iter()
                     .map(|job| (job.record.id, job.record.lease))
                     .collect();
-                let _ = self.store.release(leases).await;
+                let _ = self.service.hand_back(leases).await;
                 return;
             }
             let mut jobs = jobs.into_iter();
@@ -268,7 +263,7 @@ impl Executor {
                         .chain(jobs)
                         .map(|job| (job.record.id, job.record.lease))
                         .collect();
-                    let _ = self.store.release(leases).await;
+                    let _ = self.service.hand_back(leases).await;
                     return;
                 };
                 let executor = self.clone();
@@ -302,7 +297,7 @@ impl Executor {
             own.merge(more);
         }
         activation.max_jobs = own.num_permits();
-        let jobs = self.store.activate(activation).await.ok()?;
+        let jobs = self.service.lease_for_attempts(activation).await.ok()?;
         Some((own, jobs))
     }
 
@@ -341,8 +336,8 @@ impl Executor {
             duration: started.elapsed(),
         };
         let result = match self
-            .capabilities
-            .for_attempt(&record.tenant, &record.job_type, &version.grants)
+            .service
+            .capabilities_for(&record.tenant, &record.job_type, &version.grants)
             .await
         {
             Ok(capabilities) => {
@@ -369,7 +364,7 @@ impl Executor {
             &record.tenant,
             result.duration.as_secs_f64(),
         );
-        let mut log = AttemptLog {
+        let log = AttemptLog {
             attempt: record.lease,
             worker: worker.to_string(),
             handler_version: version.version,
@@ -378,11 +373,10 @@ impl Executor {
             outcome: String::new(),
             output: result.output,
         };
-        let lease = Some(record.lease);
-        let scope = TenantScope::only([record.tenant.clone()]);
-        let (event, follow_ups) = match result.outcome {
+        let end = match result.outcome {
             AttemptOutcome::Interrupted(InterruptReason::Shutdown) => {
-                if let Err(error) = self.store.release(vec![(record.id, record.lease)]).await {
+                let lease = vec![(record.id, record.lease)];
+                if let Err(error) = self.service.hand_back(lease).await {
                     tracing::warn!(job = record.id, %error, "could not hand back an interrupted job");
                 }
                 return;
@@ -398,64 +392,29 @@ impl Executor {
                 variables,
                 follow_ups,
                 status,
-            } => match completion(&variables, status, follow_ups, &job.record.tenant) {
-                Ok((result, follow_ups)) => {
-                    log.outcome = "completed".into();
-                    (Event::Complete { lease, result }, follow_ups)
-                }
-                Err(reason) => {
-                    log.outcome = reason.clone();
-                    (self.failure(&job, handler, reason, false, None), Vec::new())
-                }
+            } => AttemptEnd::Completed {
+                variables,
+                status,
+                follow_ups,
             },
             AttemptOutcome::Failed {
                 reason,
                 retryable,
                 backoff_ms,
-            } => {
-                log.outcome = reason.clone();
-                (
-                    self.failure(&job, handler, reason, retryable, backoff_ms),
-                    Vec::new(),
-                )
-            }
+            } => AttemptEnd::Failed {
+                reason,
+                retryable,
+                backoff_ms,
+            },
         };
-        let extras = Extras {
-            follow_ups,
-            attempt: Some(log),
-        };
-        if let Err(error) = self.store.apply_with(record.id, scope, event, extras).await {
+        let concluded = self
+            .service
+            .conclude_attempt(&job, &version.retry, end, log)
+            .await;
+        if let Err(error) = concluded {
             tracing::warn!(job = record.id, tenant = %record.tenant, job_type = %record.job_type, %error, "attempt result not applied");
         }
         drop(guard);
-    }
-
-    /// The failure event the handler's retry policy makes of a failed attempt.
-    fn failure(
-        &self,
-        job: &Job,
-        handler: &LoadedHandler,
-        reason: String,
-        retryable: bool,
-        backoff_ms: Option<u64>,
-    ) -> Event {
-        let record = &job.record;
-        let policy = &handler.record.current().retry;
-        let failures = record.failures + 1;
-        let retries = if retryable {
-            policy.retries_after_failure(record.retries, failures)
-        } else {
-            0
-        };
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        (record.id, record.lease).hash(&mut hasher);
-        let backoff = backoff_ms.unwrap_or_else(|| policy.backoff_ms(failures, hasher.finish()));
-        Event::Fail {
-            lease: Some(record.lease),
-            retries,
-            backoff_ms: backoff.min(crate::job::limits::MAX_BACKOFF_MS as u64) as i64,
-            error: reason,
-        }
     }
 }
 
@@ -463,7 +422,7 @@ impl Executor {
 /// the store which of the running attempts' jobs are cancelled.
 async fn interrupt_cancelled(
     attempts: Arc<RunningAttempts>,
-    store: Arc<dyn JobStore>,
+    service: Arc<JobService>,
     mut signals: Subscription,
 ) {
     while let Some(received) = signals.recv().await {
@@ -474,10 +433,7 @@ async fn interrupt_cancelled(
             Received::Signal(_) => {}
             Received::Missed => {
                 for id in attempts.jobs() {
-                    let cancelled = store.get(id).await.is_ok_and(|job| {
-                        job.is_some_and(|j| j.record.state == JobState::Cancelled)
-                    });
-                    if cancelled {
+                    if service.is_cancelled(id).await.unwrap_or(false) {
                         attempts.interrupt(id, InterruptReason::Cancelled);
                     }
                 }
@@ -495,145 +451,4 @@ async fn take_turn(
     let tenant = tenant.clone().acquire_owned().await.ok()?;
     let global = global.clone().acquire_owned().await.ok()?;
     Some((tenant, global))
-}
-
-/// The result variables and follow-up jobs of a completion, or why they are unusable.
-fn completion(
-    variables: &str,
-    status: Option<String>,
-    follow_ups: Vec<crate::runtime::FollowUpRequest>,
-    tenant: &str,
-) -> Result<(String, Vec<NewJob>), String> {
-    let text = if variables.trim().is_empty() {
-        "{}"
-    } else {
-        variables
-    };
-    if !is_json_object(text) {
-        return Err("the handler's result variables are not a JSON object".into());
-    }
-    let result = match status {
-        // Checked, and stored as the handler wrote it: no parse into a tree and back.
-        None => text.to_string(),
-        Some(status) => {
-            let mut result: serde_json::Map<String, serde_json::Value> =
-                serde_json::from_str(text).map_err(|e| e.to_string())?;
-            result.insert("status".into(), serde_json::Value::String(status));
-            serde_json::Value::Object(result).to_string()
-        }
-    };
-    if follow_ups.len() > crate::job::limits::MAX_FOLLOW_UPS {
-        return Err(format!(
-            "the handler asked for {} follow-up jobs; at most {} are created",
-            follow_ups.len(),
-            crate::job::limits::MAX_FOLLOW_UPS
-        ));
-    }
-    let now = now_ms();
-    let mut jobs = Vec::with_capacity(follow_ups.len());
-    for follow_up in follow_ups {
-        let job_type = follow_up.job_type.trim();
-        if job_type.is_empty() || job_type.len() > crate::job::limits::MAX_NAME_BYTES {
-            return Err(format!("follow-up job type '{job_type}' is not valid"));
-        }
-        if !is_json_object(&follow_up.variables) {
-            return Err(format!(
-                "the variables of follow-up '{job_type}' are not a JSON object"
-            ));
-        }
-        if let Some(key) = &follow_up.idempotency_key {
-            crate::job::limits::check_idempotency_key(key)
-                .map_err(|why| format!("follow-up '{job_type}': {why}"))?;
-        }
-        jobs.push(NewJob {
-            tenant: tenant.to_string(),
-            job_type: job_type.to_string(),
-            priority: 0,
-            retries: crate::job::limits::DEFAULT_RETRIES,
-            run_at: (follow_up.delay_ms > 0).then(|| now + follow_up.delay_ms as i64),
-            payload: JobPayload {
-                variables: follow_up.variables,
-                ..JobPayload::default()
-            },
-            idempotency_key: follow_up.idempotency_key,
-        });
-    }
-    Ok((result, jobs))
-}
-
-/// Whether `text` is one JSON object, checked without building it.
-fn is_json_object(text: &str) -> bool {
-    text.trim_start().starts_with('{')
-        && serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::completion;
-    use crate::runtime::FollowUpRequest;
-
-    fn follow_up(variables: &str, idempotency_key: Option<&str>) -> FollowUpRequest {
-        FollowUpRequest {
-            job_type: "next".into(),
-            variables: variables.into(),
-            delay_ms: 0,
-            idempotency_key: idempotency_key.map(str::to_string),
-        }
-    }
-
-    #[test]
-    fn result_variables_are_kept_as_the_handler_wrote_them() {
-        let (result, _) = completion(r#"{ "n": 1 }"#, None, Vec::new(), "t").unwrap();
-        assert_eq!(result, r#"{ "n": 1 }"#);
-    }
-
-    #[test]
-    fn empty_result_variables_are_an_empty_object() {
-        let (result, _) = completion("  ", None, Vec::new(), "t").unwrap();
-        assert_eq!(result, "{}");
-    }
-
-    #[test]
-    fn a_status_is_added_to_the_result_variables() {
-        let (result, _) =
-            completion(r#"{"n":1}"#, Some("partial".into()), Vec::new(), "t").unwrap();
-        let result: serde_json::Value = serde_json::from_str(&result).unwrap();
-        assert_eq!(result, serde_json::json!({"n": 1, "status": "partial"}));
-    }
-
-    #[test]
-    fn result_variables_that_are_not_one_json_object_are_refused() {
-        for bad in ["[1]", "7", r#"{"n":1} {}"#, r#"{"n":"#] {
-            assert!(completion(bad, None, Vec::new(), "t").is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn follow_ups_keep_their_variables_and_idempotency_keys() {
-        let (_, jobs) = completion(
-            "{}",
-            None,
-            vec![follow_up(r#"{"i":0}"#, Some("once-0"))],
-            "acme",
-        )
-        .unwrap();
-        assert_eq!(jobs[0].tenant, "acme");
-        assert_eq!(jobs[0].payload.variables, r#"{"i":0}"#);
-        assert_eq!(jobs[0].idempotency_key.as_deref(), Some("once-0"));
-    }
-
-    #[test]
-    fn a_follow_up_whose_idempotency_key_is_unusable_fails_the_completion() {
-        let long = "k".repeat(crate::job::limits::MAX_NAME_BYTES + 1);
-        for key in ["", "a\0b", long.as_str()] {
-            let error = completion("{}", None, vec![follow_up("{}", Some(key))], "t").unwrap_err();
-            assert!(error.contains("idempotency_key"), "{error}");
-        }
-    }
-
-    #[test]
-    fn a_follow_up_whose_variables_are_not_an_object_fails_the_completion() {
-        let error = completion("{}", None, vec![follow_up("[]", None)], "t").unwrap_err();
-        assert!(error.contains("not a JSON object"), "{error}");
-    }
 }

@@ -6,9 +6,9 @@
 //! - [`scheduler`]: fires triggers when they are due;
 //! - [`retention`]: deletes finished jobs past the retention policy.
 //!
-//! [`capabilities`] turns a handler's grants into what each of its attempts may reach.
+//! Each is a driver over the service core ([`crate::service`]): what it reads and writes goes
+//! through there.
 
-pub mod capabilities;
 pub mod executor;
 pub mod lanes;
 pub mod retention;

@@ -1,5 +1,5 @@
-//! The trigger scheduler: sleeps until the earliest trigger is due, then asks the store to fire
-//! everything due.
+//! The trigger scheduler: sleeps until the earliest trigger is due, then asks the service core
+//! to fire everything due.
 //!
 //! It keeps a due-time index of the active triggers (rebuilt from the store at start-up and
 //! kept current by re-reading each trigger a [`Signal::TriggerChanged`] names), so it wakes only when a fire is due or
@@ -16,8 +16,9 @@ use tokio::sync::watch;
 
 use crate::clock::Clock;
 use crate::job::EpochMs;
+use crate::service::{JobService, ServiceError};
 use crate::signals::{Received, Signal, Subscription};
-use crate::store::{DueFire, JobStore, StoreError};
+use crate::store::DueFire;
 use crate::trigger::{TriggerId, TriggerRecord};
 
 /// Most triggers fired in one store request, so one request (with up to this many times the
@@ -40,7 +41,7 @@ pub struct SchedulerStats {
 }
 
 pub struct TriggerScheduler {
-    store: Arc<dyn JobStore>,
+    service: Arc<JobService>,
     clock: Arc<dyn Clock>,
     changes: Subscription,
     stats: Arc<SchedulerStats>,
@@ -49,14 +50,14 @@ pub struct TriggerScheduler {
 
 impl TriggerScheduler {
     pub async fn new(
-        store: Arc<dyn JobStore>,
+        service: Arc<JobService>,
         clock: Arc<dyn Clock>,
         changes: Subscription,
         stats: Arc<SchedulerStats>,
-    ) -> Result<TriggerScheduler, StoreError> {
-        let index = DueIndex::of(store.triggers().await?);
+    ) -> Result<TriggerScheduler, ServiceError> {
+        let index = DueIndex::of(service.all_triggers().await?);
         Ok(TriggerScheduler {
-            store,
+            service,
             clock,
             changes,
             stats,
@@ -91,11 +92,14 @@ impl TriggerScheduler {
                     self.stats.wakeups.fetch_add(1, Ordering::Relaxed);
                     self.stats.rounds.fetch_add(1, Ordering::Relaxed);
                     if let Err(error) = self.fire_due().await {
-                        if error == StoreError::Closed {
+                        if *stopping.borrow() {
                             return;
                         }
                         tracing::error!(%error, "firing triggers failed; retrying");
-                        tokio::time::sleep(RETRY_AFTER).await;
+                        tokio::select! {
+                            () = stopped(&mut stopping) => return,
+                            () = tokio::time::sleep(RETRY_AFTER) => {}
+                        }
                     }
                 }
             }
@@ -104,7 +108,7 @@ impl TriggerScheduler {
 
     /// Brings one trigger's entry up to date with the store.
     async fn reread(&mut self, id: TriggerId) {
-        match self.store.trigger(id).await {
+        match self.service.trigger_now(id).await {
             Ok(Some(trigger)) => self.index.put(&trigger),
             Ok(None) => self.index.remove(id),
             // The old entry stays: at worst it asks for a fire the store then refuses.
@@ -115,7 +119,7 @@ impl TriggerScheduler {
     /// Rebuilds the index from the store, after changes were missed. Until the store answers,
     /// the old index stays: at worst it asks for fires the store then refuses.
     async fn reread_all(&mut self) {
-        match self.store.triggers().await {
+        match self.service.all_triggers().await {
             Ok(triggers) => self.index = DueIndex::of(triggers),
             Err(error) => tracing::error!(%error, "cannot reread the triggers"),
         }
@@ -123,7 +127,7 @@ impl TriggerScheduler {
 
     /// Fires everything due as of the moment the scheduler woke: one moment for all the
     /// requests of the round, so that triggers fired in a later request are not judged late.
-    async fn fire_due(&mut self) -> Result<(), StoreError> {
+    async fn fire_due(&mut self) -> Result<(), ServiceError> {
         let now = self.clock.now();
         // Bounded, so that a store answering with cursors that do not move cannot spin here.
         for _ in 0..MAX_REQUESTS_PER_ROUND {
@@ -136,8 +140,8 @@ impl TriggerScheduler {
         Ok(())
     }
 
-    async fn fire(&mut self, due: Vec<DueFire>, now: EpochMs) -> Result<(), StoreError> {
-        let results = self.store.fire_triggers(due, now).await?;
+    async fn fire(&mut self, due: Vec<DueFire>, now: EpochMs) -> Result<(), ServiceError> {
+        let results = self.service.fire_triggers(due, now).await?;
         for (id, trigger) in results {
             match trigger {
                 Some(trigger) => {
