@@ -151,6 +151,43 @@ pub struct AuditPage {
     pub next_before: Option<u64>,
 }
 
+/// Entries one reading looks at at most: a reader of a rare tenant pages on instead of one
+/// request reading the whole trail.
+pub const SCAN_PER_PAGE: usize = 20_000;
+
+impl AuditQuery {
+    /// The page this query reads from `older`, the entries older than `before`, newest first
+    /// (any store's trail, read as it is consumed).
+    pub fn page<E>(
+        &self,
+        older: impl IntoIterator<Item = Result<AuditEntry, E>>,
+    ) -> Result<AuditPage, E> {
+        let mut entries = Vec::new();
+        for (scanned, entry) in older.into_iter().enumerate() {
+            let entry = entry?;
+            if self.matches(&entry) {
+                entries.push(entry);
+                if entries.len() >= self.limit {
+                    let next_before = entries.last().map(|e| e.id);
+                    return Ok(AuditPage {
+                        entries,
+                        next_before,
+                    });
+                }
+            } else if scanned + 1 >= SCAN_PER_PAGE {
+                return Ok(AuditPage {
+                    entries,
+                    next_before: Some(entry.id),
+                });
+            }
+        }
+        Ok(AuditPage {
+            entries,
+            next_before: None,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

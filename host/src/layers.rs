@@ -26,6 +26,7 @@ const LAYERS: &[&[&str]] = &[
         "handler",
         "job",
         "kv",
+        "local_postgres",
         "manifest",
         "metrics",
         "quota",

@@ -5,14 +5,17 @@
 //!
 //! # Layout
 //! - [`job`]: domain types; [`job::state`] is the only place job transitions are decided.
-//! - [`store`]: the [`store::JobStore`] trait, its sled implementation (single writer, group
-//!   commit, in-memory ready and due-time indexes rebuilt at start-up), the listing and
-//!   statistics indexes ([`store::index`]) and its conformance suite.
+//! - [`store`]: the store ports ([`store::JobQueue`], [`store::JobQueries`],
+//!   [`store::TriggerStore`], [`store::KeyValueStore`], [`store::Catalog`]; [`store::JobStore`]
+//!   is all of them), the sled implementation (single writer, group commit, in-memory ready and
+//!   due-time indexes rebuilt at start-up), the listing and statistics indexes
+//!   ([`store::index`]) and the conformance suite, one part per port.
 //! - [`service`]: the core every API and task calls: validation, tenant scope, long polls;
 //!   API keys, and handlers ([`service::handlers`]: uploading, listing, removing, their
 //!   compiled code).
 //! - [`signals`]: changes announced to the parts that keep something in memory because of
-//!   them (running attempts, the trigger scheduler).
+//!   them (running attempts, the trigger scheduler, handlers' compiled code, the key cache),
+//!   on this node or, relayed, on others.
 //! - [`trigger`]: cron and interval triggers as data; [`trigger::plan`] decides what one
 //!   firing does.
 //! - [`clock`]: the time the trigger scheduler reads (a manual one for tests).
@@ -24,10 +27,12 @@
 //! - [`manifest`]: `handler.toml`, a deployment written down (type, limits, grants).
 //! - [`retention`]: how long finished jobs are kept, as a policy.
 //! - [`runtime`]: the only code that touches wasmtime: the sandbox of each attempt.
-//! - [`tasks`]: background tasks; [`tasks::executor`] runs jobs with their handlers and
-//!   [`tasks::scheduler`] fires triggers when they are due.
+//! - [`tasks`]: background tasks, drivers over the service core like the APIs;
+//!   [`tasks::executor`] runs jobs with their handlers, [`tasks::scheduler`] fires triggers when
+//!   they are due, [`tasks::retention`] deletes finished jobs.
 //! - [`examples`]: the example handlers, embedded for `serve --examples`.
-//! - [`auth`]: API keys, permissions and tenants.
+//! - [`auth`]: API keys, permissions and tenants, as a model (the keys that exist are the
+//!   service's).
 //! - [`audit`]: the audit trail of administrative acts, and who may read which entries.
 //! - [`rate_limit`]: request rates per API key, enforced without a lock.
 //! - [`quota`]: what one tenant or key may hold at once (long polls, attempts, uploads,
@@ -48,6 +53,8 @@
 //!   running server, `jobhost restore` writes one into a new data directory.
 //! - [`secrets`]: tenant secrets sealed at rest under the server's key, and their redaction
 //!   from what attempts leave behind.
+//! - `local_postgres` (Linux): a throwaway PostgreSQL server on loopback, for tests and
+//!   benchmarks of the PostgreSQL store.
 //! - [`tls`]: TLS for both listeners (certificate and key from PEM files) and the command
 //!   line's trust of a private CA.
 //! - `fuzz` (tests only): fuzz targets for everything that parses callers' input.
@@ -72,6 +79,8 @@ pub mod job;
 pub mod kv;
 #[cfg(test)]
 mod layers;
+#[cfg(target_os = "linux")]
+pub mod local_postgres;
 pub mod manifest;
 pub mod metrics;
 pub mod quota;

@@ -13,7 +13,7 @@
 //! the job can order the two (the embedded store's writer does; a database does it with the
 //! notification sent in the transaction that makes the job ready).
 
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use crate::job::JobId;
 use crate::trigger::TriggerId;
@@ -78,6 +78,37 @@ pub struct Subscription {
 }
 
 impl Subscription {
+    /// Calls `reload` with the id of each change `pick` takes from a signal, and with `None`
+    /// (everything) after missed signals, until `stopping` turns true or no publisher is
+    /// left. A failed reload is logged; the next signal tries again.
+    pub async fn follow<E, Reloaded>(
+        mut self,
+        mut stopping: watch::Receiver<bool>,
+        pick: impl Fn(Signal) -> Option<String>,
+        mut reload: impl FnMut(Option<String>) -> Reloaded,
+    ) where
+        E: std::fmt::Display,
+        Reloaded: std::future::Future<Output = Result<(), E>>,
+    {
+        loop {
+            let received = tokio::select! {
+                received = self.recv() => received,
+                _ = stopping.wait_for(|stop| *stop) => return,
+            };
+            let outcome = match received {
+                None => return,
+                Some(Received::Signal(signal)) => match pick(signal) {
+                    Some(id) => reload(Some(id)).await,
+                    None => Ok(()),
+                },
+                Some(Received::Missed) => reload(None).await,
+            };
+            if let Err(error) = outcome {
+                tracing::error!(%error, "cannot bring what a signal named up to date");
+            }
+        }
+    }
+
     /// The next signal; `None` once no publisher is left.
     pub async fn recv(&mut self) -> Option<Received> {
         match self.receiver.recv().await {

@@ -17,7 +17,7 @@ use crate::job::limits::{MAX_NAME_BYTES, valid_tenant_id};
 use crate::job::{TenantScope, now_ms};
 use crate::quota::{Holdings, Quotas};
 use crate::runtime::{CompiledHandler, Runtime};
-use crate::signals::{Received, Signal, Signals, Subscription};
+use crate::signals::{Signal, Signals, Subscription};
 use crate::store::JobStore;
 
 /// What the server allows a handler to ask for.
@@ -557,26 +557,16 @@ impl HandlerRegistry {
 impl HandlerRegistry {
     /// Brings the handlers named in signals up to date with the store until `stopping`, so
     /// that a deploy or removal on another node over the same store takes effect here.
-    pub async fn follow(
-        self: Arc<Self>,
-        mut signals: Subscription,
-        mut stopping: watch::Receiver<bool>,
-    ) {
-        loop {
-            let received = tokio::select! {
-                received = signals.recv() => received,
-                _ = stopping.wait_for(|stop| *stop) => return,
-            };
-            let outcome = match received {
-                None => return,
-                Some(Received::Signal(Signal::HandlerChanged(id))) => self.reload(Some(&id)).await,
-                Some(Received::Signal(_)) => Ok(()),
-                Some(Received::Missed) => self.reload(None).await,
-            };
-            if let Err(error) = outcome {
-                tracing::error!(%error, "cannot bring handlers up to date with the store");
-            }
-        }
+    pub async fn follow(self: Arc<Self>, signals: Subscription, stopping: watch::Receiver<bool>) {
+        let pick = |signal| match signal {
+            Signal::HandlerChanged(id) => Some(id),
+            _ => None,
+        };
+        let reload = |only: Option<String>| {
+            let registry = self.clone();
+            async move { registry.reload(only.as_deref()).await }
+        };
+        signals.follow(stopping, pick, reload).await;
     }
 
     /// Loads the current version of the handler `only` names (or of every handler) from the

@@ -17,7 +17,7 @@ use crate::auth::{
 use crate::job::limits::valid_tenant_id;
 use crate::job::{TenantScope, now_ms};
 use crate::rate_limit::{RateBucket, RateLimit};
-use crate::signals::{Received, Signal, Signals, Subscription};
+use crate::signals::{Signal, Signals, Subscription};
 use crate::store::{JobStore, StoreError};
 
 impl JobService {
@@ -320,26 +320,16 @@ impl ApiKeys {
     /// Brings the keys named in signals up to date with the store until `stopping`, so that
     /// a key created on another node over the same store works here and one revoked there is
     /// refused here.
-    pub async fn follow(
-        self: Arc<Self>,
-        mut signals: Subscription,
-        mut stopping: watch::Receiver<bool>,
-    ) {
-        loop {
-            let received = tokio::select! {
-                received = signals.recv() => received,
-                _ = stopping.wait_for(|stop| *stop) => return,
-            };
-            let outcome = match received {
-                None => return,
-                Some(Received::Signal(Signal::KeyChanged(id))) => self.reload(Some(&id)).await,
-                Some(Received::Signal(_)) => Ok(()),
-                Some(Received::Missed) => self.reload(None).await,
-            };
-            if let Err(error) = outcome {
-                tracing::error!(%error, "cannot bring API keys up to date with the store");
-            }
-        }
+    pub async fn follow(self: Arc<Self>, signals: Subscription, stopping: watch::Receiver<bool>) {
+        let pick = |signal| match signal {
+            Signal::KeyChanged(id) => Some(id),
+            _ => None,
+        };
+        let reload = |only: Option<String>| {
+            let keys = self.clone();
+            async move { keys.reload(only.as_deref()).await }
+        };
+        signals.follow(stopping, pick, reload).await;
     }
 
     /// Takes the key `only` names (or every key) as the store holds it: new ones are added,

@@ -104,6 +104,7 @@ impl From<StoreError> for ServiceError {
     fn from(error: StoreError) -> ServiceError {
         match error {
             StoreError::Closed => ServiceError::Unavailable("the server is shutting down".into()),
+            StoreError::Unavailable(why) => ServiceError::Unavailable(why),
             other => ServiceError::Internal(other.to_string()),
         }
     }

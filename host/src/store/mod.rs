@@ -25,6 +25,7 @@
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod index;
+pub mod postgres;
 #[cfg(test)]
 mod properties;
 mod sled_store;
@@ -52,6 +53,10 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the store is shut down")]
     Closed,
+    /// The store cannot be reached now (a database that went away); the request may be
+    /// retried once it is back.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// A tenant's secret as stored: the value only sealed (see [`crate::secrets`]).
@@ -375,16 +380,20 @@ pub trait Catalog: Send + Sync {
     async fn audit_trail(&self, query: &AuditQuery) -> Result<AuditPage, StoreError>;
 }
 
+/// Ending a store's use: every backend has it, whatever ports it serves.
+#[async_trait]
+pub trait Lifecycle: Send + Sync {
+    /// Flushes everything and stops; later calls fail with [`StoreError::Closed`].
+    async fn close(&self) -> Result<(), StoreError>;
+}
+
 /// A whole store: every port, and what concerns all of them at once.
 #[async_trait]
 pub trait JobStore:
-    JobQueue + JobQueries + TriggerStore + KeyValueStore + Catalog + 'static
+    JobQueue + JobQueries + TriggerStore + KeyValueStore + Catalog + Lifecycle + 'static
 {
     /// Every stored record as of this moment, for a backup. Reading it holds up no write and
     /// shows none made after this call; it stops at the first error. It is read on a thread
     /// that may block.
     async fn snapshot(&self) -> Result<Snapshot, StoreError>;
-
-    /// Flushes everything and stops; later calls fail with [`StoreError::Closed`].
-    async fn close(&self) -> Result<(), StoreError>;
 }

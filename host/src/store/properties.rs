@@ -17,7 +17,7 @@ use proptest::test_runner::TestCaseError;
 use crate::job::state::{Event, Refusal};
 use crate::job::state_properties::{Lease, config};
 use crate::job::{Job, JobId, JobPayload, JobRecord, JobState, NewJob, TenantScope, now_ms};
-use crate::store::{Activation, ApplyError, JobQueries, JobQueue, JobStore, ListQuery, SledStore};
+use crate::store::{Activation, ApplyError, JobQueries, JobQueue, Lifecycle, ListQuery, SledStore};
 
 const TENANTS: [&str; 3] = ["acme", "beta", "gamma"];
 const TYPES: [&str; 2] = ["resize", "mail"];

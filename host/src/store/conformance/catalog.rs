@@ -3,7 +3,10 @@
 
 use super::*;
 
-pub async fn api_keys_are_stored_and_removed(open: Open, dir: &Path) {
+pub async fn api_keys_are_stored_and_removed<S: Catalog + Lifecycle + ?Sized + 'static>(
+    open: Open<S>,
+    dir: &Path,
+) {
     let key = ApiKeyRecord {
         id: "k1".into(),
         secret_sha256: [7; 32],
@@ -28,7 +31,12 @@ pub async fn api_keys_are_stored_and_removed(open: Open, dir: &Path) {
     assert!(store.api_keys().await.unwrap().is_empty());
 }
 
-pub async fn audit_entries_survive_a_reopen_and_read_newest_first(open: Open, dir: &Path) {
+pub async fn audit_entries_survive_a_reopen_and_read_newest_first<
+    S: Catalog + Lifecycle + ?Sized + 'static,
+>(
+    open: Open<S>,
+    dir: &Path,
+) {
     let recorded = {
         let store = open(dir);
         let first = store
@@ -61,7 +69,12 @@ pub async fn audit_entries_survive_a_reopen_and_read_newest_first(open: Open, di
     assert_eq!(page.entries, expected);
 }
 
-pub async fn an_audit_reading_pages_and_filters_within_its_scope(open: Open, dir: &Path) {
+pub async fn an_audit_reading_pages_and_filters_within_its_scope<
+    S: Catalog + Lifecycle + ?Sized + 'static,
+>(
+    open: Open<S>,
+    dir: &Path,
+) {
     let store = open(dir);
     for i in 0..5 {
         let tenant = if i % 2 == 0 { "acme" } else { "globex" };
@@ -105,7 +118,12 @@ pub async fn an_audit_reading_pages_and_filters_within_its_scope(open: Open, dir
     );
 }
 
-pub async fn handlers_and_components_are_stored_and_removed(open: Open, dir: &Path) {
+pub async fn handlers_and_components_are_stored_and_removed<
+    S: Catalog + Lifecycle + ?Sized + 'static,
+>(
+    open: Open<S>,
+    dir: &Path,
+) {
     let handler = HandlerRecord {
         id: "h1".into(),
         tenant: "acme".into(),
@@ -153,7 +171,12 @@ pub async fn handlers_and_components_are_stored_and_removed(open: Open, dir: &Pa
     assert!(store.handlers().await.unwrap().is_empty());
 }
 
-pub async fn secrets_are_kept_per_tenant_and_survive_a_reopen(open: Open, dir: &Path) {
+pub async fn secrets_are_kept_per_tenant_and_survive_a_reopen<
+    S: Catalog + Lifecycle + ?Sized + 'static,
+>(
+    open: Open<S>,
+    dir: &Path,
+) {
     let secret = |tenant: &str, name: &str, sealed: &[u8]| SecretRecord {
         tenant: tenant.into(),
         name: name.into(),

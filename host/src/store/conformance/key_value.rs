@@ -3,8 +3,10 @@
 
 use super::*;
 
-pub async fn kv_entries_are_kept_per_tenant_and_bucket_and_survive_a_reopen(
-    open: Open,
+pub async fn kv_entries_are_kept_per_tenant_and_bucket_and_survive_a_reopen<
+    S: KeyValueStore + Lifecycle + ?Sized + 'static,
+>(
+    open: Open<S>,
     dir: &Path,
 ) {
     {
@@ -45,7 +47,12 @@ pub async fn kv_entries_are_kept_per_tenant_and_bucket_and_survive_a_reopen(
     assert_eq!(buckets[0].usage, KvUsage { keys: 1, bytes: 2 });
 }
 
-pub async fn kv_increments_from_many_writers_are_all_counted(open: Open, dir: &Path) {
+pub async fn kv_increments_from_many_writers_are_all_counted<
+    S: KeyValueStore + Lifecycle + ?Sized + 'static,
+>(
+    open: Open<S>,
+    dir: &Path,
+) {
     let store = open(dir);
     let writers = (0..8).map(|_| {
         let store = store.clone();
@@ -74,7 +81,12 @@ pub async fn kv_increments_from_many_writers_are_all_counted(open: Open, dir: &P
     );
 }
 
-pub async fn kv_compare_and_swap_applies_only_over_the_expected_value(open: Open, dir: &Path) {
+pub async fn kv_compare_and_swap_applies_only_over_the_expected_value<
+    S: KeyValueStore + Lifecycle + ?Sized + 'static,
+>(
+    open: Open<S>,
+    dir: &Path,
+) {
     let store = open(dir);
     let key = kv_key("acme", "b", "k");
     let swap = |expected: Option<&[u8]>, value: &[u8]| KvOp::Swap {
@@ -93,12 +105,17 @@ pub async fn kv_compare_and_swap_applies_only_over_the_expected_value(open: Open
     assert_eq!(store.kv_get(&key).await.unwrap(), Some(b"v3".to_vec()));
 }
 
-pub async fn kv_quotas_count_a_tenants_keys_across_buckets_and_a_reopen(open: Open, dir: &Path) {
+pub async fn kv_quotas_count_a_tenants_keys_across_buckets_and_a_reopen<
+    S: KeyValueStore + Lifecycle + ?Sized + 'static,
+>(
+    open: Open<S>,
+    dir: &Path,
+) {
     let limits = KvLimits {
         keys_per_tenant: 2,
         ..KvLimits::default()
     };
-    let set = |store: &Arc<dyn JobStore>, bucket: &str, key: &str| {
+    let set = |store: &Arc<S>, bucket: &str, key: &str| {
         let store = store.clone();
         let key = kv_key("acme", bucket, key);
         async move { store.kv_write(key, KvOp::Set(b"v".to_vec()), limits).await }
@@ -126,7 +143,10 @@ pub async fn kv_quotas_count_a_tenants_keys_across_buckets_and_a_reopen(open: Op
     assert_eq!(set(&store, "c", "3").await, Ok(KvOutcome::Set));
 }
 
-pub async fn kv_keys_are_listed_in_pages(open: Open, dir: &Path) {
+pub async fn kv_keys_are_listed_in_pages<S: KeyValueStore + Lifecycle + ?Sized + 'static>(
+    open: Open<S>,
+    dir: &Path,
+) {
     let store = open(dir);
     for key in ["b", "a", "c", "a/b"] {
         kv_set(&store, kv_key("acme", "x", key), b"v")

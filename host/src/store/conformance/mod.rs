@@ -26,8 +26,8 @@ use crate::job::{JobPayload, JobState, NewJob, TenantScope};
 use crate::kv::{KvError, KvKey, KvLimits, KvOp, KvOutcome, KvUsage};
 use crate::retention::RetentionPolicy;
 use crate::store::{
-    Activation, ApplyError, DueFire, Extras, JobStore, KvWriteError, ListQuery, SecretRecord,
-    Snapshot, StoredRecord, TriggerError,
+    Activation, ApplyError, Catalog, DueFire, Extras, JobStore, KeyValueStore, KvWriteError,
+    Lifecycle, ListQuery, SecretRecord, Snapshot, StoredRecord, TriggerError,
 };
 use crate::trigger::{Schedule, TriggerRecord};
 
@@ -127,8 +127,9 @@ macro_rules! store_conformance {
     };
 }
 
-/// Opens (or reopens) the store whose data lives in the directory given.
-pub type Open = fn(&Path) -> Arc<dyn JobStore>;
+/// Opens (or reopens) the store whose data lives in the directory given. A backend that
+/// serves only some ports runs their parts with its own type as `S`.
+pub type Open<S = dyn JobStore> = fn(&Path) -> Arc<S>;
 
 /// A fresh directory for one check, removed when dropped.
 pub fn scratch_dir() -> tempfile::TempDir {
@@ -246,7 +247,11 @@ fn kv_key(tenant: &str, bucket: &str, key: &str) -> KvKey {
     }
 }
 
-async fn kv_set(store: &Arc<dyn JobStore>, key: KvKey, value: &[u8]) -> Result<(), KvWriteError> {
+async fn kv_set<S: KeyValueStore + ?Sized>(
+    store: &Arc<S>,
+    key: KvKey,
+    value: &[u8],
+) -> Result<(), KvWriteError> {
     store
         .kv_write(key, KvOp::Set(value.to_vec()), KvLimits::default())
         .await

@@ -23,8 +23,8 @@ use self::writer::{Command, MemoryRecords, Poison, Writer};
 use super::index::{IndexStats, JobIndex, ListPlan};
 use super::{
     Activation, ApplyError, Catalog, DueFire, Extras, JobQueries, JobQueue, JobStore,
-    KeyValueStore, KvWriteError, ListPage, ListQuery, SecretRecord, Snapshot, StoreError,
-    TriggerError, TriggerStore,
+    KeyValueStore, KvWriteError, Lifecycle, ListPage, ListQuery, SecretRecord, Snapshot,
+    StoreError, TriggerError, TriggerStore,
 };
 use crate::audit::{AuditEntry, AuditPage, AuditQuery};
 use crate::auth::ApiKeyRecord;
@@ -35,9 +35,6 @@ use crate::kv::{KvBucket, KvKey, KvKeys, KvLimits, KvOp, KvOutcome, KvUsage};
 use crate::metrics::Metrics;
 use crate::retention::RetentionPolicy;
 use crate::trigger::{TriggerId, TriggerRecord};
-
-/// Audit entries one page reads at most before answering with what it found so far.
-const AUDIT_SCAN_PER_PAGE: usize = 20_000;
 
 /// Memory sled may use for its page cache, unless the server is told otherwise.
 pub const DEFAULT_CACHE_BYTES: u64 = 512 * 1024 * 1024;
@@ -711,32 +708,11 @@ impl Catalog for SledStore {
             Some(before) => self.audit.range(..before.to_be_bytes()),
             None => self.audit.iter(),
         };
-        let mut entries = Vec::new();
-        let mut scanned = 0;
-        for item in older.rev() {
-            let entry: AuditEntry = codec::decode(&item.map_err(io)?.1)?;
-            scanned += 1;
-            if query.matches(&entry) {
-                entries.push(entry);
-                if entries.len() >= query.limit {
-                    let next_before = entries.last().map(|e| e.id);
-                    return Ok(AuditPage {
-                        entries,
-                        next_before,
-                    });
-                }
-            } else if scanned >= AUDIT_SCAN_PER_PAGE {
-                // A reader of a rare tenant pages on instead of one request reading everything.
-                return Ok(AuditPage {
-                    entries,
-                    next_before: Some(entry.id),
-                });
-            }
-        }
-        Ok(AuditPage {
-            entries,
-            next_before: None,
-        })
+        query.page(
+            older
+                .rev()
+                .map(|item| codec::decode::<AuditEntry>(&item.map_err(io)?.1)),
+        )
     }
 }
 
@@ -756,7 +732,10 @@ impl JobStore for SledStore {
         self.db.flush_async().await.map_err(io)?;
         Ok(Box::new(snapshot))
     }
+}
 
+#[async_trait]
+impl Lifecycle for SledStore {
     async fn close(&self) -> Result<(), StoreError> {
         let (reply, answer) = oneshot::channel();
         self.send(Command::Close { reply })?;
