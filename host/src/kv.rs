@@ -72,7 +72,7 @@ pub enum KvError {
     Overflow(String),
     #[error("{0}")]
     Invalid(String),
-    /// Storage failed underneath; the write may be retried.
+    /// Storage failed underneath (unreachable, or a failure of its own).
     #[error("the key-value store failed: {0}")]
     Unavailable(String),
 }

@@ -14,8 +14,9 @@
 //!   API keys, and handlers ([`service::handlers`]: uploading, listing, removing, their
 //!   compiled code).
 //! - [`signals`]: changes announced to the parts that keep something in memory because of
-//!   them (running attempts, the trigger scheduler, handlers' compiled code, the key cache),
-//!   on this node or, relayed, on others.
+//!   them (running attempts, the trigger scheduler, handlers' compiled code, the key cache).
+//!   They name what changed, so nodes sharing a store can relay them; nothing relays them
+//!   between processes yet.
 //! - [`trigger`]: cron and interval triggers as data; [`trigger::plan`] decides what one
 //!   firing does.
 //! - [`clock`]: the time the trigger scheduler reads (a manual one for tests).

@@ -117,7 +117,7 @@ pub enum ServerError {
     #[error("cannot start the threads that run Wasm attempts: {0}")]
     Lanes(std::io::Error),
     #[error("{0}")]
-    Handlers(#[from] ServiceError),
+    Service(#[from] ServiceError),
     #[error(transparent)]
     SecretKey(#[from] SecretKeyError),
 }

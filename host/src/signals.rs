@@ -4,8 +4,9 @@
 //!
 //! A signal names what changed, never its new state: a receiver reads that from the store.
 //! So a receiver that missed signals (it fell behind) only has to re-read everything it
-//! keeps, and a signal relayed from another node over a shared store means exactly what one
-//! from this process means. In one process signals travel over a broadcast channel.
+//! keeps, and a signal relayed from another node over a shared store would mean exactly what
+//! one from this process means. Signals travel over a broadcast channel in one process;
+//! nothing relays them between processes yet.
 //!
 //! A job becoming ready is not a signal: waking a waiting activation belongs to the queue port
 //! ([`crate::store::JobQueue::activate`]), because the wake-up must not be lost between the

@@ -1,6 +1,7 @@
 //! The deployed Wasm handlers: uploading (validated, compiled, stored), listing and removing
 //! them, each scoped to the caller's tenants, and the compiled code of each current version,
-//! kept in memory for the executor. Changes are announced on a watch channel.
+//! kept in memory for the executor. Changes reach this node's executor on a watch channel and
+//! every registry as signals, which each follows by re-reading the store.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -570,45 +571,52 @@ impl HandlerRegistry {
     }
 
     /// Loads the current version of the handler `only` names (or of every handler) from the
-    /// store where it differs from the one loaded here, and drops what the store no longer
-    /// holds.
+    /// store where it differs from the one loaded here (by its content and deploy time, not
+    /// only its number), and drops what the store no longer holds.
     pub async fn reload(&self, only: Option<&str>) -> Result<(), ServiceError> {
         let wanted = |id: &str| only.is_none_or(|only| only == id);
-        let stored: Vec<_> = self
+        let differs = |record: &HandlerRecord| {
+            self.read()
+                .get(&record.id)
+                .is_none_or(|loaded| loaded.record.current() != record.current())
+        };
+        // Compiled outside the deploy lock: it may take seconds.
+        let mut compiled = Vec::new();
+        for record in self.store.handlers().await? {
+            if wanted(&record.id)
+                && differs(&record)
+                && let Some(loaded) =
+                    load_stored(self.store.as_ref(), &self.runtime, record).await?
+            {
+                compiled.push(Arc::new(loaded));
+            }
+        }
+        let _one_at_a_time = self.deploying.lock().await;
+        // Read again under the lock: a deploy here may have finished meanwhile.
+        let stored: Vec<HandlerRecord> = self
             .store
             .handlers()
             .await?
             .into_iter()
             .filter(|record| wanted(&record.id))
             .collect();
-        let mut changed = false;
+        let mut handlers = self.handlers.write().unwrap_or_else(|e| e.into_inner());
+        let before = handlers.len();
+        handlers.retain(|id, _| !wanted(id) || stored.iter().any(|record| &record.id == id));
+        let mut changed = handlers.len() != before;
         for record in &stored {
-            let version = record.current().version;
-            if self.current_version(&record.id) >= Some(version) {
-                continue;
-            }
-            // Compiled outside the deploy lock: it may take seconds.
-            let Some(loaded) =
-                load_stored(self.store.as_ref(), &self.runtime, record.clone()).await?
-            else {
-                continue;
-            };
-            let _one_at_a_time = self.deploying.lock().await;
-            if self.current_version(&record.id) < Some(version) {
-                self.handlers
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(record.id.clone(), Arc::new(loaded));
+            let loaded_differs = handlers
+                .get(&record.id)
+                .is_none_or(|loaded| loaded.record.current() != record.current());
+            let fresh = compiled.iter().find(|loaded| {
+                loaded.record.id == record.id && loaded.record.current() == record.current()
+            });
+            if loaded_differs && let Some(fresh) = fresh {
+                handlers.insert(record.id.clone(), fresh.clone());
                 changed = true;
             }
         }
-        {
-            let _one_at_a_time = self.deploying.lock().await;
-            let mut handlers = self.handlers.write().unwrap_or_else(|e| e.into_inner());
-            let before = handlers.len();
-            handlers.retain(|id, _| !wanted(id) || stored.iter().any(|record| &record.id == id));
-            changed |= handlers.len() != before;
-        }
+        drop(handlers);
         if changed {
             self.announce();
         }

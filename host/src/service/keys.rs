@@ -102,6 +102,9 @@ pub struct ApiKeys {
     /// The limit of keys created without one; the admin key is never limited.
     default_limit: Option<RateLimit>,
     keys: RwLock<HashMap<String, KnownKey>>,
+    /// Creations, revocations and reloads from the store take turns, so a reload that read
+    /// the store before a revocation cannot put the revoked key back.
+    changing: tokio::sync::Mutex<()>,
     /// Creations and revocations are announced here, for every node's cache.
     signals: Signals,
 }
@@ -124,6 +127,7 @@ impl ApiKeys {
             admin_sha256: admin_key.filter(|k| !k.is_empty()).map(key_digest),
             default_limit,
             keys: RwLock::new(keys),
+            changing: tokio::sync::Mutex::new(()),
             signals,
         })
     }
@@ -228,6 +232,7 @@ impl ApiKeys {
             created_at: now_ms(),
             rate_limit,
         };
+        let _one_at_a_time = self.changing.lock().await;
         self.store.put_api_key(&record).await?;
         let known = KnownKey::new(record, self.default_limit);
         let info = info(&known);
@@ -293,6 +298,7 @@ impl ApiKeys {
     ) -> Result<Option<KeyInfo>, ServiceError> {
         caller.require(KEYS)?;
         let id = parse_key_id(id).unwrap_or(id);
+        let _one_at_a_time = self.changing.lock().await;
         let covered = self
             .keys
             .read()
@@ -337,6 +343,7 @@ impl ApiKeys {
     /// its place in its rate limit.
     pub async fn reload(&self, only: Option<&str>) -> Result<(), StoreError> {
         let wanted = |id: &str| only.is_none_or(|only| only == id);
+        let _one_at_a_time = self.changing.lock().await;
         let stored: HashMap<String, ApiKeyRecord> = self
             .store
             .api_keys()

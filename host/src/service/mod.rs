@@ -1,5 +1,6 @@
-//! The service core: every job operation of every API, validated, authorized and carried out
-//! here, so gRPC and REST stay thin translators.
+//! The service core: every operation of every driver (the gRPC and REST APIs, the executor,
+//! the trigger scheduler, retention) on jobs, triggers, handlers, keys, secrets and buckets,
+//! validated, authorized and carried out here, so the drivers stay thin translators.
 //!
 //! The core checks requests against [`crate::job::limits`], scopes them to the caller's
 //! tenants, and hands state changes to the [`JobStore`], which decides them through

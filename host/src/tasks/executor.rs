@@ -1,7 +1,7 @@
 //! The Wasm executor: an internal worker for every deployed handler.
 //!
 //! Each handler version has one loop that leases jobs of its type in its tenant through the
-//! same store activation as `ActivateJobs` (worker `wasm:<type>@v<version>`), one at a time,
+//! service core, as `ActivateJobs` does (worker `wasm:<type>@v<version>`), one at a time,
 //! and starts an attempt for each. Attempts are bounded per handler, per tenant and globally;
 //! the global bound is a FIFO semaphore, so loops of different tenants take turns and one
 //! tenant's backlog delays another's new job by at most a few executions. Guest code runs on
@@ -22,7 +22,7 @@ use crate::runtime::{
     AttemptInput, AttemptLimits, AttemptOutcome, AttemptResult, Interrupt, InterruptReason, Runtime,
 };
 use crate::service::handlers::{HandlerRegistry, LoadedHandler};
-use crate::service::{AttemptEnd, JobService};
+use crate::service::{AttemptEnd, JobService, ServiceError};
 use crate::signals::{Received, Signal, Subscription};
 use crate::store::Activation;
 use crate::tasks::lanes::Lanes;
@@ -30,6 +30,8 @@ use crate::tasks::lanes::Lanes;
 /// How much longer a Wasm job's lease lasts than its attempt may run, so that the attempt is
 /// stopped and its result recorded before the job could be handed out again.
 const LEASE_MARGIN_MS: u64 = 2_000;
+/// Pause before a handler loop asks again after its lease request failed.
+const LEASE_RETRY: Duration = Duration::from_secs(1);
 /// Most jobs one handler loop leases at once.
 const MAX_BATCH: usize = 32;
 
@@ -238,8 +240,18 @@ impl Executor {
                 _ = stop.wait_for(|s| *s) => return,
                 batch = self.lease_batch(&own_slots, activation.clone()) => batch,
             };
-            // No batch: the store is closed, the server is going down.
-            let Some((mut own, jobs)) = batch else { return };
+            let (mut own, jobs) = match batch {
+                Ok(batch) => batch,
+                // Shutdown ends the loop through `stop`; anything else (a store out of reach
+                // for a while) is retried after a pause.
+                Err(error) => {
+                    tracing::warn!(handler = %record.id, %error, "cannot lease jobs; retrying");
+                    tokio::select! {
+                        _ = stop.wait_for(|s| *s) => return,
+                        () = tokio::time::sleep(LEASE_RETRY) => continue,
+                    }
+                }
+            };
             // A loop parked in a long poll can be handed jobs after its version was replaced
             // or removed; those go back at once to whatever serves the type now.
             if self.registry.current_version(&record.id) != Some(version.version) {
@@ -283,8 +295,12 @@ impl Executor {
         &self,
         own_slots: &Arc<Semaphore>,
         mut activation: Activation,
-    ) -> Option<(OwnedSemaphorePermit, Vec<Job>)> {
-        let mut own = own_slots.clone().acquire_owned().await.ok()?;
+    ) -> Result<(OwnedSemaphorePermit, Vec<Job>), ServiceError> {
+        let mut own = own_slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| ServiceError::Internal(e.to_string()))?;
         // When the server is busy only one job is leased at a time, so that a loop never
         // holds many leased jobs while other tenants wait for their turn.
         let extra = own_slots
@@ -297,8 +313,8 @@ impl Executor {
             own.merge(more);
         }
         activation.max_jobs = own.num_permits();
-        let jobs = self.service.lease_for_attempts(activation).await.ok()?;
-        Some((own, jobs))
+        let jobs = self.service.lease_for_attempts(activation).await?;
+        Ok((own, jobs))
     }
 
     async fn attempt(&self, handler: &LoadedHandler, job: Job, worker: &str) {

@@ -80,11 +80,17 @@ impl TriggerScheduler {
                 biased;
                 () = stopped(&mut stopping) => return,
                 change = self.changes.recv() => {
-                    self.stats.wakeups.fetch_add(1, Ordering::Relaxed);
                     match change {
-                        Some(Received::Signal(Signal::TriggerChanged(id))) => self.reread(id).await,
+                        Some(Received::Signal(Signal::TriggerChanged(id))) => {
+                            self.stats.wakeups.fetch_add(1, Ordering::Relaxed);
+                            self.reread(id).await;
+                        }
+                        // Signals about other things are not the scheduler's wake-ups.
                         Some(Received::Signal(_)) => {}
-                        Some(Received::Missed) => self.reread_all().await,
+                        Some(Received::Missed) => {
+                            self.stats.wakeups.fetch_add(1, Ordering::Relaxed);
+                            self.reread_all().await;
+                        }
                         None => return,
                     }
                 }

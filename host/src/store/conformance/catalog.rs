@@ -212,3 +212,32 @@ pub async fn secrets_are_kept_per_tenant_and_survive_a_reopen<
     assert!(!store.delete_secret("acme", "B").await.unwrap());
     assert_eq!(names("acme").await, ["A"]);
 }
+
+pub async fn catalog_writes_from_many_callers_at_once_all_complete<
+    S: Catalog + Lifecycle + ?Sized + 'static,
+>(
+    open: Open<S>,
+    dir: &Path,
+) {
+    let store = open(dir);
+    let writes = (0..32).map(|n| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let entry = audit_entry("acme", AuditAction::KeyCreated, &format!("k{n}"));
+            store.record_audit(entry).await
+        })
+    });
+    // A hang (writers waiting on each other's flushes) is the failure looked for here, so
+    // the bound is generous.
+    let written = tokio::time::timeout(Duration::from_secs(120), futures::future::join_all(writes))
+        .await
+        .expect("every write completes");
+    for write in written {
+        write.expect("the writer ran").expect("written");
+    }
+    let page = store
+        .audit_trail(&audit_query(TenantScope::All, 100))
+        .await
+        .unwrap();
+    assert_eq!(page.entries.len(), 32);
+}

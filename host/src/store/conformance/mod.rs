@@ -109,6 +109,7 @@ macro_rules! store_conformance {
             an_audit_reading_pages_and_filters_within_its_scope,
             handlers_and_components_are_stored_and_removed,
             secrets_are_kept_per_tenant_and_survive_a_reopen,
+            catalog_writes_from_many_callers_at_once_all_complete,
         );
     };
     ($open:expr, whole_store) => {

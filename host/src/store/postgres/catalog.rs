@@ -179,7 +179,9 @@ impl Catalog for PgStore {
         // Rows are read in rounds until the page can be cut: as many as the query's rule
         // (`AuditQuery::page`) may look at, and no more than it needs.
         let mut older = Vec::new();
-        let mut before = query.before.map_or(i64::MAX, |id| id as i64);
+        let mut before = query
+            .before
+            .map_or(i64::MAX, |id| i64::try_from(id).unwrap_or(i64::MAX));
         let mut matching = 0;
         while older.len() < SCAN_PER_PAGE && matching < query.limit {
             let rows = client

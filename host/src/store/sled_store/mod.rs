@@ -154,6 +154,17 @@ impl SledStore {
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
+    /// Flushes everything written so far, on a thread that may block: sled's own
+    /// `flush_async` can deadlock its thread pool when several flushes run at once.
+    async fn flush(&self) -> Result<(), StoreError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.flush())
+            .await
+            .map_err(|e| StoreError::Io(e.to_string()))?
+            .map_err(io)?;
+        Ok(())
+    }
+
     /// Writes outside the job writer (rare changes: keys, handlers), flushed before returning.
     async fn insert_durably(
         &self,
@@ -164,7 +175,7 @@ impl SledStore {
         let gate = self.snapshots.before_write(tree, [key]);
         tree.insert(key, value).map_err(io)?;
         drop(gate);
-        self.db.flush_async().await.map_err(io)?;
+        self.flush().await?;
         Ok(())
     }
 
@@ -172,7 +183,7 @@ impl SledStore {
         let gate = self.snapshots.before_write(tree, [key]);
         let existed = tree.remove(key).map_err(io)?.is_some();
         drop(gate);
-        self.db.flush_async().await.map_err(io)?;
+        self.flush().await?;
         Ok(existed)
     }
 
@@ -729,7 +740,7 @@ impl JobStore for SledStore {
             .collect::<Result<_, _>>()?;
         let snapshot = self.snapshots.start(trees);
         // What the snapshot holds was applied; once flushed it is also what a crash would keep.
-        self.db.flush_async().await.map_err(io)?;
+        self.flush().await?;
         Ok(Box::new(snapshot))
     }
 }
@@ -740,7 +751,7 @@ impl Lifecycle for SledStore {
         let (reply, answer) = oneshot::channel();
         self.send(Command::Close { reply })?;
         answer.await.map_err(|_| StoreError::Closed)??;
-        self.db.flush_async().await.map_err(io)?;
+        self.flush().await?;
         // The threads hold the database open; the directory is free once they are gone.
         let threads = std::mem::take(&mut *self.threads.lock().map_err(|_| StoreError::Closed)?);
         tokio::task::spawn_blocking(move || threads.into_iter().for_each(|t| drop(t.join())))
