@@ -15,8 +15,8 @@
 //!   compiled code).
 //! - [`signals`]: changes announced to the parts that keep something in memory because of
 //!   them (running attempts, the trigger scheduler, handlers' compiled code, the key cache).
-//!   They name what changed, so nodes sharing a store can relay them; nothing relays them
-//!   between processes yet.
+//!   They name what changed, so nodes sharing a database relay them (the PostgreSQL store
+//!   does, with LISTEN/NOTIFY).
 //! - [`trigger`]: cron and interval triggers as data; [`trigger::plan`] decides what one
 //!   firing does.
 //! - [`clock`]: the time the trigger scheduler reads (a manual one for tests).

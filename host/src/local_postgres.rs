@@ -284,6 +284,23 @@ fn free_port() -> std::io::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
+/// The URL of a database of one server shared by the whole test run, created on first use of
+/// its name.
+#[cfg(test)]
+pub(crate) fn test_database(name: &str) -> String {
+    use std::collections::HashSet;
+    use std::sync::{LazyLock, Mutex};
+    static SERVER: LazyLock<LocalPostgres> =
+        LazyLock::new(|| LocalPostgres::start().expect("a local PostgreSQL starts"));
+    static CREATED: LazyLock<Mutex<HashSet<String>>> = LazyLock::new(Mutex::default);
+    let mut created = CREATED.lock().unwrap_or_else(|e| e.into_inner());
+    if created.insert(name.to_string()) {
+        SERVER.create_database(name).expect("database created")
+    } else {
+        SERVER.url(name)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,9 +4,10 @@
 //!
 //! A signal names what changed, never its new state: a receiver reads that from the store.
 //! So a receiver that missed signals (it fell behind) only has to re-read everything it
-//! keeps, and a signal relayed from another node over a shared store would mean exactly what
-//! one from this process means. Signals travel over a broadcast channel in one process;
-//! nothing relays them between processes yet.
+//! keeps, and a signal relayed from another node over a shared store means exactly what one
+//! from this process means. Signals travel over a broadcast channel in one process; the
+//! PostgreSQL store relays them between the nodes on one database
+//! ([`crate::store::postgres::PgStore::relay_signals`]).
 //!
 //! A job becoming ready is not a signal: waking a waiting activation belongs to the queue port
 //! ([`crate::store::JobQueue::activate`]), because the wake-up must not be lost between the
@@ -35,10 +36,42 @@ pub enum Signal {
     KeyChanged(String),
 }
 
+impl Signal {
+    /// The signal as text, for relays between nodes (`job-cancelled:17`, `key-changed:ab12`).
+    pub fn encode(&self) -> String {
+        match self {
+            Signal::JobCancelled(id) => format!("job-cancelled:{id}"),
+            Signal::TriggerChanged(id) => format!("trigger-changed:{id}"),
+            Signal::HandlerChanged(id) => format!("handler-changed:{id}"),
+            Signal::KeyChanged(id) => format!("key-changed:{id}"),
+        }
+    }
+
+    /// A signal from its text; `None` for text no version of [`Signal::encode`] wrote.
+    pub fn decode(text: &str) -> Option<Signal> {
+        let (kind, id) = text.split_once(':')?;
+        match kind {
+            "job-cancelled" => id.parse().ok().map(Signal::JobCancelled),
+            "trigger-changed" => id.parse().ok().map(Signal::TriggerChanged),
+            "handler-changed" => Some(Signal::HandlerChanged(id.to_string())),
+            "key-changed" => Some(Signal::KeyChanged(id.to_string())),
+            _ => None,
+        }
+    }
+}
+
+/// What travels on the bus: a signal or news that signals were missed, and whether it came
+/// from this process or was relayed from another node.
+#[derive(Clone, Debug)]
+struct Envelope {
+    received: Received,
+    relayed: bool,
+}
+
 /// Where signals are published; every part that acts on them subscribes.
 #[derive(Clone, Debug)]
 pub struct Signals {
-    sender: broadcast::Sender<Signal>,
+    sender: broadcast::Sender<Envelope>,
 }
 
 impl Default for Signals {
@@ -52,13 +85,35 @@ impl Default for Signals {
 impl Signals {
     /// Announces a change to every subscriber; nobody listening is not an error.
     pub fn publish(&self, signal: Signal) {
-        let _ = self.sender.send(signal);
+        let _ = self.sender.send(Envelope {
+            received: Received::Signal(signal),
+            relayed: false,
+        });
+    }
+
+    /// Hands on what a relay received from another node: a signal, or news that some were
+    /// missed there (every subscriber then re-reads).
+    pub fn publish_relayed(&self, received: Received) {
+        let _ = self.sender.send(Envelope {
+            received,
+            relayed: true,
+        });
     }
 
     /// Receives every signal published from now on.
     pub fn subscribe(&self) -> Subscription {
         Subscription {
             receiver: self.sender.subscribe(),
+            local_only: false,
+        }
+    }
+
+    /// Receives the signals published in this process from now on, not the relayed ones: what
+    /// a relay sends to other nodes.
+    pub fn subscribe_local(&self) -> Subscription {
+        Subscription {
+            receiver: self.sender.subscribe(),
+            local_only: true,
         }
     }
 }
@@ -75,7 +130,8 @@ pub enum Received {
 /// One subscriber's place in the stream of signals.
 #[derive(Debug)]
 pub struct Subscription {
-    receiver: broadcast::Receiver<Signal>,
+    receiver: broadcast::Receiver<Envelope>,
+    local_only: bool,
 }
 
 impl Subscription {
@@ -112,10 +168,13 @@ impl Subscription {
 
     /// The next signal; `None` once no publisher is left.
     pub async fn recv(&mut self) -> Option<Received> {
-        match self.receiver.recv().await {
-            Ok(signal) => Some(Received::Signal(signal)),
-            Err(broadcast::error::RecvError::Lagged(_)) => Some(Received::Missed),
-            Err(broadcast::error::RecvError::Closed) => None,
+        loop {
+            match self.receiver.recv().await {
+                Ok(envelope) if self.local_only && envelope.relayed => continue,
+                Ok(envelope) => return Some(envelope.received),
+                Err(broadcast::error::RecvError::Lagged(_)) => return Some(Received::Missed),
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
         }
     }
 }
@@ -147,6 +206,35 @@ mod tests {
             late.recv().await,
             Some(Received::Signal(Signal::JobCancelled(1)))
         );
+    }
+
+    #[test]
+    fn every_signal_reads_back_from_its_text() {
+        let signals = [
+            Signal::JobCancelled(17),
+            Signal::TriggerChanged(3),
+            Signal::HandlerChanged("h0123".into()),
+            Signal::KeyChanged("ab:12".into()),
+        ];
+        for signal in signals {
+            assert_eq!(Signal::decode(&signal.encode()), Some(signal));
+        }
+        assert_eq!(Signal::decode("job-cancelled:x"), None);
+        assert_eq!(Signal::decode("lease-stolen:1"), None);
+    }
+
+    #[tokio::test]
+    async fn a_local_subscription_skips_what_was_relayed_from_other_nodes() {
+        let signals = Signals::default();
+        let mut local = signals.subscribe_local();
+        let mut every = signals.subscribe();
+        signals.publish_relayed(Received::Signal(Signal::TriggerChanged(1)));
+        signals.publish(Signal::TriggerChanged(2));
+        let second = Some(Received::Signal(Signal::TriggerChanged(2)));
+        assert_eq!(local.recv().await, second);
+        let first = Some(Received::Signal(Signal::TriggerChanged(1)));
+        assert_eq!(every.recv().await, first);
+        assert_eq!(every.recv().await, second);
     }
 
     #[tokio::test]

@@ -1,13 +1,11 @@
 //! The audit trail in the service core: recording each administrative act before it is
 //! answered, and reading the trail within the caller's tenants.
 
-use std::sync::Arc;
-
 use super::{JobService, ServiceError, invalid};
 use crate::audit::{AuditAction, AuditEntry, AuditPage, AuditQuery};
 use crate::auth::{self, Principal};
 use crate::job::limits::valid_tenant_id;
-use crate::store::JobStore;
+use crate::store::Catalog;
 
 /// Entries per page when the request names no number, and at most.
 const DEFAULT_PAGE: usize = 50;
@@ -24,7 +22,7 @@ pub struct AuditRequest {
 
 /// Records an act of `caller` durably.
 pub(crate) async fn record_act(
-    store: &Arc<dyn JobStore>,
+    store: &dyn Catalog,
     caller: &Principal,
     action: AuditAction,
     tenants: Vec<String>,

@@ -37,7 +37,7 @@ impl JobService {
         let snapshot = self.store.snapshot().await?;
         tracing::info!(key_id = %caller.key_id, with_compiled = compiled_dir.is_some(), "backup started");
         record_act(
-            &self.store,
+            self.store.as_ref(),
             caller,
             AuditAction::BackupTaken,
             Vec::new(),

@@ -19,7 +19,7 @@ use crate::job::{TenantScope, now_ms};
 use crate::quota::{Holdings, Quotas};
 use crate::runtime::{CompiledHandler, Runtime};
 use crate::signals::{Signal, Signals, Subscription};
-use crate::store::JobStore;
+use crate::store::Catalog;
 
 /// What the server allows a handler to ask for.
 #[derive(Clone, Debug)]
@@ -112,7 +112,7 @@ pub struct LoadedHandler {
 }
 
 pub struct HandlerRegistry {
-    store: Arc<dyn JobStore>,
+    store: Arc<dyn Catalog>,
     runtime: Arc<Runtime>,
     /// Deploys and removals are announced here, for every node's registry.
     signals: Signals,
@@ -138,7 +138,7 @@ fn internal(error: impl std::fmt::Display) -> ServiceError {
 impl HandlerRegistry {
     /// Loads every stored handler's current version, from the compiled-code cache if it can.
     pub async fn open(
-        store: Arc<dyn JobStore>,
+        store: Arc<dyn Catalog>,
         runtime: Arc<Runtime>,
         maxima: HandlerMaxima,
         quotas: &Quotas,
@@ -405,7 +405,7 @@ impl HandlerRegistry {
         self.store.put_handler(&record).await?;
         let current = record.current();
         record_act(
-            &self.store,
+            self.store.as_ref(),
             caller,
             AuditAction::HandlerDeployed,
             vec![record.tenant.clone()],
@@ -543,7 +543,7 @@ impl HandlerRegistry {
             .remove(id);
         self.announce_change(id);
         record_act(
-            &self.store,
+            self.store.as_ref(),
             caller,
             AuditAction::HandlerRemoved,
             vec![handler.record.tenant.clone()],
@@ -627,7 +627,7 @@ impl HandlerRegistry {
 /// A stored handler with the compiled code of its current version (from the compiled-code
 /// cache, by content hash, if there); `None` if it cannot be loaded, which is logged.
 async fn load_stored(
-    store: &dyn JobStore,
+    store: &dyn Catalog,
     runtime: &Arc<Runtime>,
     record: HandlerRecord,
 ) -> Result<Option<LoadedHandler>, ServiceError> {
@@ -726,7 +726,9 @@ mod tests {
 
     use super::*;
     use crate::runtime::RuntimeConfig;
+    use crate::signals::Received;
     use crate::store::SledStore;
+    use crate::store::postgres::PgStore;
 
     /// Two nodes' registries over one store, their signals relayed between them.
     struct TwoNodes {
@@ -738,7 +740,7 @@ mod tests {
 
     async fn two_nodes() -> TwoNodes {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store: Arc<dyn JobStore> = Arc::new(SledStore::open(dir.path()).expect("store"));
+        let store: Arc<dyn Catalog> = Arc::new(SledStore::open(dir.path()).expect("store"));
         let signals = Signals::default();
         let (stop, stopping) = watch::channel(false);
         let mut nodes = Vec::new();
@@ -772,6 +774,56 @@ mod tests {
             _stop: stop,
             _dir: dir,
         }
+    }
+
+    fn sandbox() -> Arc<Runtime> {
+        let config = RuntimeConfig {
+            max_memory_mb: 64,
+            max_concurrent_attempts: 2,
+            cache_dir: None,
+        };
+        Arc::new(Runtime::new(config).expect("runtime"))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_handler_deployed_then_removed_on_another_node_over_postgres_is_followed_here() {
+        let url = crate::local_postgres::test_database("handlers_deployed");
+        let (_stop, stopping) = watch::channel(false);
+        let mut nodes = Vec::new();
+        for _ in 0..2 {
+            let store = Arc::new(PgStore::connect(&url).await.expect("connects"));
+            let signals = Signals::default();
+            let mut listening = signals.subscribe();
+            store.relay_signals(signals.clone(), stopping.clone());
+            // The relay listens once it tells its node to re-read.
+            assert_eq!(listening.recv().await, Some(Received::Missed));
+            let quotas = Quotas::default();
+            let registry = HandlerRegistry::open(
+                store,
+                sandbox(),
+                HandlerMaxima::default(),
+                &quotas,
+                signals.clone(),
+            )
+            .await
+            .expect("registry");
+            let registry = Arc::new(registry);
+            tokio::spawn(
+                registry
+                    .clone()
+                    .follow(signals.subscribe(), stopping.clone()),
+            );
+            nodes.push(registry);
+        }
+        let (there, here) = (&nodes[1], &nodes[0]);
+        let deployed = there.deploy(&Principal::admin(), echo()).await;
+        let id = deployed.expect("deployed").record.id.clone();
+        assert!(until_version(here, &id, Some(1)).await);
+        there
+            .remove(&Principal::admin(), &id)
+            .await
+            .expect("removed");
+        assert!(until_version(here, &id, None).await);
     }
 
     fn echo() -> Deployment {

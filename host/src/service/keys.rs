@@ -14,11 +14,11 @@ use crate::auth::{
     ApiKeyRecord, AuthError, JOBS, KEYS, KeyInfo, NewKey, PERMISSIONS, Principal, constant_time_eq,
     key_digest, parse_key_id,
 };
-use crate::job::limits::valid_tenant_id;
+use crate::job::limits::{MAX_NAME_BYTES, valid_tenant_id};
 use crate::job::{TenantScope, now_ms};
 use crate::rate_limit::{RateBucket, RateLimit};
 use crate::signals::{Signal, Signals, Subscription};
-use crate::store::{JobStore, StoreError};
+use crate::store::{Catalog, StoreError};
 
 impl JobService {
     /// Creates a key no more powerful than the caller: only its tenants, only its permissions.
@@ -30,7 +30,7 @@ impl JobService {
     ) -> Result<(KeyInfo, String), ServiceError> {
         let (info, key) = self.keys.create_key(caller, request).await?;
         record_act(
-            &self.store,
+            self.store.as_ref(),
             caller,
             AuditAction::KeyCreated,
             info.tenants.clone().unwrap_or_default(),
@@ -54,7 +54,7 @@ impl JobService {
             .await?
             .ok_or_else(|| ServiceError::NotFound(format!("API key {id} not found")))?;
         record_act(
-            &self.store,
+            self.store.as_ref(),
             caller,
             AuditAction::KeyRevoked,
             revoked.tenants.clone().unwrap_or_default(),
@@ -97,7 +97,7 @@ impl KnownKey {
 /// The API keys that exist, cached in memory so an RPC's authentication costs no disk read
 /// and a revocation takes effect at once; every change is written to the store first.
 pub struct ApiKeys {
-    store: Arc<dyn JobStore>,
+    store: Arc<dyn Catalog>,
     admin_sha256: Option<[u8; 32]>,
     /// The limit of keys created without one; the admin key is never limited.
     default_limit: Option<RateLimit>,
@@ -111,7 +111,7 @@ pub struct ApiKeys {
 
 impl ApiKeys {
     pub async fn load(
-        store: Arc<dyn JobStore>,
+        store: Arc<dyn Catalog>,
         admin_key: Option<&str>,
         default_limit: Option<RateLimit>,
         signals: Signals,
@@ -174,6 +174,12 @@ impl ApiKeys {
         request: NewKey,
     ) -> Result<(KeyInfo, String), ServiceError> {
         creator.require(KEYS)?;
+        if request.name.len() > MAX_NAME_BYTES || request.name.chars().any(char::is_control) {
+            return Err(AuthError::InvalidRequest(format!(
+                "a key's name must be at most {MAX_NAME_BYTES} bytes, without control characters"
+            ))
+            .into());
+        }
         let mut permissions = BTreeSet::new();
         for permission in &request.permissions {
             let permission = match permission.trim() {
@@ -380,21 +386,24 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::signals::Received;
     use crate::store::SledStore;
+    use crate::store::postgres::PgStore;
 
     /// Two nodes' key caches over one store, their signals relayed between them.
     struct TwoNodes {
         here: Arc<ApiKeys>,
         there: Arc<ApiKeys>,
-        store: Arc<dyn JobStore>,
+        store: Arc<dyn Catalog>,
         signals: Signals,
         _stop: watch::Sender<bool>,
         _dir: tempfile::TempDir,
     }
 
+    /// Two caches in one process over the embedded store, sharing one bus.
     async fn two_nodes() -> TwoNodes {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store: Arc<dyn JobStore> = Arc::new(SledStore::open(dir.path()).expect("store"));
+        let store: Arc<dyn Catalog> = Arc::new(SledStore::open(dir.path()).expect("store"));
         let signals = Signals::default();
         let (stop, stopping) = watch::channel(false);
         let mut nodes = Vec::new();
@@ -411,6 +420,73 @@ mod tests {
             signals,
             _stop: stop,
             _dir: dir,
+        }
+    }
+
+    /// Two nodes over one PostgreSQL database, each with its own connections and its own bus,
+    /// their signals relayed by the database.
+    async fn two_nodes_over_postgres(database: &str) -> (Arc<ApiKeys>, Arc<ApiKeys>, Keep) {
+        let url = crate::local_postgres::test_database(database);
+        let (stop, stopping) = watch::channel(false);
+        let mut nodes = Vec::new();
+        for _ in 0..2 {
+            let store = Arc::new(PgStore::connect(&url).await.expect("connects"));
+            let signals = Signals::default();
+            let mut listening = signals.subscribe();
+            store.relay_signals(signals.clone(), stopping.clone());
+            // The relay listens once it tells its node to re-read.
+            assert_eq!(listening.recv().await, Some(Received::Missed));
+            let keys = ApiKeys::load(store, None, None, signals.clone()).await;
+            let keys = Arc::new(keys.expect("keys"));
+            tokio::spawn(keys.clone().follow(signals.subscribe(), stopping.clone()));
+            nodes.push(keys);
+        }
+        let there = nodes.pop().expect("node");
+        (nodes.pop().expect("node"), there, Keep(stop))
+    }
+
+    /// Keeps the nodes' tasks running while it lives.
+    struct Keep(#[allow(dead_code)] watch::Sender<bool>);
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_key_created_on_another_node_over_postgres_authenticates_here() {
+        let (here, there, _keep) = two_nodes_over_postgres("keys_created").await;
+        let (_, key) = there
+            .create_key(&Principal::admin(), new_key())
+            .await
+            .expect("created");
+        assert!(until_authenticates(&here, &key, true).await);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_key_revoked_on_another_node_over_postgres_is_refused_here() {
+        let (here, there, _keep) = two_nodes_over_postgres("keys_revoked").await;
+        let (info, key) = here
+            .create_key(&Principal::admin(), new_key())
+            .await
+            .expect("created");
+        assert!(until_authenticates(&there, &key, true).await);
+        there
+            .revoke_key(&Principal::admin(), &info.id)
+            .await
+            .expect("revoked");
+        assert!(until_authenticates(&here, &key, false).await);
+    }
+
+    #[tokio::test]
+    async fn a_key_name_with_control_characters_or_too_many_bytes_is_refused() {
+        let nodes = two_nodes().await;
+        for name in [
+            "tab\there".to_string(),
+            "nul\0".into(),
+            "k".repeat(MAX_NAME_BYTES + 1),
+        ] {
+            let request = NewKey { name, ..new_key() };
+            let refused = nodes.here.create_key(&Principal::admin(), request).await;
+            assert!(
+                matches!(&refused, Err(ServiceError::InvalidArgument(m)) if m.contains("name")),
+                "{refused:?}"
+            );
         }
     }
 

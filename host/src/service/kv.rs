@@ -119,7 +119,7 @@ impl JobService {
             .kv_write(key.clone(), KvOp::Set(value), self.quotas.kv)
             .await?;
         record_act(
-            &self.store,
+            self.store.as_ref(),
             caller,
             AuditAction::KvSet,
             vec![key.tenant.clone()],
@@ -146,7 +146,7 @@ impl JobService {
             return Err(not_found(&key));
         }
         record_act(
-            &self.store,
+            self.store.as_ref(),
             caller,
             AuditAction::KvDeleted,
             vec![key.tenant.clone()],

@@ -591,7 +591,7 @@ impl JobService {
             .change(caller, key, |_| Event::UpdateRetries { retries })
             .await?;
         record_act(
-            &self.store,
+            self.store.as_ref(),
             caller,
             AuditAction::JobRetriesUpdated,
             vec![record.tenant.clone()],
@@ -611,7 +611,7 @@ impl JobService {
         let record = self.change(caller, key, |_| Event::Cancel).await?;
         self.signals.publish(Signal::JobCancelled(record.id));
         record_act(
-            &self.store,
+            self.store.as_ref(),
             caller,
             AuditAction::JobCancelled,
             vec![record.tenant.clone()],

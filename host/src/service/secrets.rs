@@ -74,7 +74,7 @@ impl JobService {
         self.store.put_secret(&record).await?;
         let created = existing.is_none();
         record_act(
-            &self.store,
+            self.store.as_ref(),
             caller,
             AuditAction::SecretSet,
             vec![tenant],
@@ -133,7 +133,7 @@ impl JobService {
             return Err(not_found(&info.tenant, name));
         }
         record_act(
-            &self.store,
+            self.store.as_ref(),
             caller,
             AuditAction::SecretRemoved,
             vec![info.tenant.clone()],

@@ -267,7 +267,7 @@ impl JobService {
         trigger: &TriggerRecord,
     ) -> Result<(), ServiceError> {
         record_act(
-            &self.store,
+            self.store.as_ref(),
             caller,
             action,
             vec![trigger.tenant.clone()],

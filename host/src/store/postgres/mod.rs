@@ -1,7 +1,8 @@
 //! The PostgreSQL store, for several nodes over one database. It serves the catalog
 //! ([`Catalog`](super::Catalog)) and key-value ([`KeyValueStore`](super::KeyValueStore))
-//! ports, each checked by its part of the conformance suite; the queue, queries and trigger
-//! ports are not built yet, so a server cannot run on it.
+//! ports, each checked by its part of the conformance suite, and relays signals between the
+//! nodes on one database ([`relay`]); the queue, queries and trigger ports are not built yet,
+//! so a server cannot run on it.
 //!
 //! Built on tokio-postgres with a deadpool pool: a plain async driver that gives the store its
 //! own transactions and a connection of its own for LISTEN/NOTIFY, with no queries checked
@@ -11,6 +12,7 @@
 
 mod catalog;
 mod key_value;
+mod relay;
 mod schema;
 
 use std::str::FromStr;
@@ -27,6 +29,8 @@ const POOL_SIZE: usize = 16;
 /// The store over one PostgreSQL database.
 pub struct PgStore {
     pool: Pool,
+    /// For connections of the store's own, outside the pool (listening for notifications).
+    config: tokio_postgres::Config,
     closed: AtomicBool,
 }
 
@@ -43,7 +47,7 @@ impl PgStore {
         let config = tokio_postgres::Config::from_str(url)
             .map_err(|e| StoreError::Io(format!("invalid PostgreSQL URL: {e}")))?;
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             tokio_postgres::NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -55,6 +59,7 @@ impl PgStore {
             .map_err(|e| StoreError::Io(e.to_string()))?;
         let store = PgStore {
             pool,
+            config,
             closed: AtomicBool::new(false),
         };
         let mut client = store.client().await?;
@@ -102,32 +107,19 @@ fn from_json<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashSet;
     use std::path::Path;
-    use std::sync::{Arc, LazyLock, Mutex};
+    use std::sync::Arc;
 
     use sha2::Digest;
 
     use super::*;
-    use crate::local_postgres::LocalPostgres;
-
-    /// One server for the whole test run; each test directory gets a database of its own.
-    static SERVER: LazyLock<LocalPostgres> =
-        LazyLock::new(|| LocalPostgres::start().expect("a local PostgreSQL starts"));
-    static DATABASES: LazyLock<Mutex<HashSet<String>>> = LazyLock::new(Mutex::default);
+    use crate::local_postgres::test_database;
+    use crate::signals::{Received, Signal, Signals};
 
     /// Opens (or reopens) the store of a test directory: its database, named after it.
     fn open(dir: &Path) -> Arc<PgStore> {
         let digest = sha2::Sha256::digest(dir.as_os_str().as_encoded_bytes());
-        let name = format!("t{}", &hex::encode(digest)[..16]);
-        let url = {
-            let mut created = DATABASES.lock().unwrap_or_else(|e| e.into_inner());
-            if created.insert(name.clone()) {
-                SERVER.create_database(&name).expect("database created")
-            } else {
-                SERVER.url(&name)
-            }
-        };
+        let url = test_database(&format!("t{}", &hex::encode(digest)[..16]));
         let connected = tokio::task::block_in_place(|| {
             tokio::runtime::Handle::current().block_on(PgStore::connect(&url))
         });
@@ -137,16 +129,45 @@ mod tests {
     crate::store_conformance!(open, catalog);
     crate::store_conformance!(open, key_value);
 
+    /// The next thing a subscriber receives, within seconds.
+    async fn next(subscription: &mut crate::signals::Subscription) -> Received {
+        let next = tokio::time::timeout(std::time::Duration::from_secs(20), subscription.recv());
+        next.await
+            .expect("a signal arrives")
+            .expect("the bus is open")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn signals_published_on_one_node_reach_the_other_once() {
+        let url = test_database("relay");
+        let here = PgStore::connect(&url).await.expect("connects");
+        let there = PgStore::connect(&url).await.expect("connects");
+        let (on_here, on_there) = (Signals::default(), Signals::default());
+        let (mut at_here, mut at_there) = (on_here.subscribe(), on_there.subscribe());
+        let (_stop, stopping) = tokio::sync::watch::channel(false);
+        here.relay_signals(on_here.clone(), stopping.clone());
+        there.relay_signals(on_there.clone(), stopping.clone());
+        // Each node re-reads once it listens: what changed before could not reach it.
+        assert_eq!(next(&mut at_here).await, Received::Missed);
+        assert_eq!(next(&mut at_there).await, Received::Missed);
+
+        let revoked = Signal::KeyChanged("k1".into());
+        on_here.publish(revoked.clone());
+        assert_eq!(next(&mut at_here).await, Received::Signal(revoked.clone()));
+        assert_eq!(next(&mut at_there).await, Received::Signal(revoked));
+        let cancelled = Signal::JobCancelled(7);
+        on_there.publish(cancelled.clone());
+        assert_eq!(
+            next(&mut at_there).await,
+            Received::Signal(cancelled.clone())
+        );
+        // Not its own key signal back first: each signal reaches each node once.
+        assert_eq!(next(&mut at_here).await, Received::Signal(cancelled));
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn nodes_starting_at_once_apply_each_migration_once() {
-        let name = "migrations_at_once";
-        let url = {
-            DATABASES
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(name.into());
-            SERVER.create_database(name).expect("database created")
-        };
+        let url = test_database("migrations_at_once");
         let nodes = (0..4).map(|_| PgStore::connect(&url));
         for connected in futures::future::join_all(nodes).await {
             connected.expect("every node starts");
