@@ -22,6 +22,8 @@ use crate::trigger::TriggerId;
 
 /// Signals a receiver may fall behind by before it misses some (and must re-read).
 const BACKLOG: usize = 1024;
+/// Pause before a follower that failed to reload tries again, reloading everything.
+const RELOAD_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A change announced to the rest of the server.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -137,7 +139,8 @@ pub struct Subscription {
 impl Subscription {
     /// Calls `reload` with the id of each change `pick` takes from a signal, and with `None`
     /// (everything) after missed signals, until `stopping` turns true or no publisher is
-    /// left. A failed reload is logged; the next signal tries again.
+    /// left. A failed reload is logged and everything is reloaded a second later, until a
+    /// reload succeeds.
     pub async fn follow<E, Reloaded>(
         mut self,
         mut stopping: watch::Receiver<bool>,
@@ -147,9 +150,18 @@ impl Subscription {
         E: std::fmt::Display,
         Reloaded: std::future::Future<Output = Result<(), E>>,
     {
+        let mut failed = false;
         loop {
+            let retry = async {
+                if failed {
+                    tokio::time::sleep(RELOAD_RETRY).await
+                } else {
+                    std::future::pending().await
+                }
+            };
             let received = tokio::select! {
                 received = self.recv() => received,
+                () = retry => Some(Received::Missed),
                 _ = stopping.wait_for(|stop| *stop) => return,
             };
             let outcome = match received {
@@ -160,8 +172,9 @@ impl Subscription {
                 },
                 Some(Received::Missed) => reload(None).await,
             };
+            failed = outcome.is_err();
             if let Err(error) = outcome {
-                tracing::error!(%error, "cannot bring what a signal named up to date");
+                tracing::error!(%error, "cannot bring what a signal named up to date; retrying");
             }
         }
     }
@@ -235,6 +248,44 @@ mod tests {
         let first = Some(Received::Signal(Signal::TriggerChanged(1)));
         assert_eq!(every.recv().await, first);
         assert_eq!(every.recv().await, second);
+    }
+
+    #[tokio::test]
+    async fn a_follower_whose_reload_failed_reloads_everything_until_it_succeeds() {
+        let signals = Signals::default();
+        let (_stop, stopping) = watch::channel(false);
+        let reloads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = reloads.clone();
+        let pick = |signal| match signal {
+            Signal::KeyChanged(id) => Some(id),
+            _ => None,
+        };
+        let reload = move |only: Option<String>| {
+            let seen = seen.clone();
+            async move {
+                let mut seen = seen.lock().unwrap();
+                seen.push(only);
+                // The store is away for the first two reloads.
+                if seen.len() <= 2 {
+                    Err("the store is away")
+                } else {
+                    Ok(())
+                }
+            }
+        };
+        tokio::spawn(signals.subscribe().follow(stopping, pick, reload));
+        signals.publish(Signal::KeyChanged("k".into()));
+        for _ in 0..1000 {
+            if reloads.lock().unwrap().len() >= 3 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        assert_eq!(
+            *reloads.lock().unwrap(),
+            [Some("k".to_string()), None, None]
+        );
     }
 
     #[tokio::test]

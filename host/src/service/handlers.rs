@@ -796,7 +796,11 @@ mod tests {
             let mut listening = signals.subscribe();
             store.relay_signals(signals.clone(), stopping.clone());
             // The relay listens once it tells its node to re-read.
-            assert_eq!(listening.recv().await, Some(Received::Missed));
+            let listens = tokio::time::timeout(Duration::from_secs(30), listening.recv());
+            assert_eq!(
+                listens.await.expect("the relay listens"),
+                Some(Received::Missed)
+            );
             let quotas = Quotas::default();
             let registry = HandlerRegistry::open(
                 store,
@@ -838,7 +842,8 @@ mod tests {
     /// Waits (up to seconds) until the registry has the handler at `version` (`None`: not at
     /// all).
     async fn until_version(registry: &HandlerRegistry, id: &str, version: Option<u32>) -> bool {
-        for _ in 0..1000 {
+        // Loading compiles the component (no cache here), which a busy machine makes slow.
+        for _ in 0..6000 {
             if registry.current_version(id) == version {
                 return true;
             }

@@ -435,7 +435,11 @@ mod tests {
             let mut listening = signals.subscribe();
             store.relay_signals(signals.clone(), stopping.clone());
             // The relay listens once it tells its node to re-read.
-            assert_eq!(listening.recv().await, Some(Received::Missed));
+            let listens = tokio::time::timeout(Duration::from_secs(30), listening.recv());
+            assert_eq!(
+                listens.await.expect("the relay listens"),
+                Some(Received::Missed)
+            );
             let keys = ApiKeys::load(store, None, None, signals.clone()).await;
             let keys = Arc::new(keys.expect("keys"));
             tokio::spawn(keys.clone().follow(signals.subscribe(), stopping.clone()));

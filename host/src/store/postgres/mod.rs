@@ -163,6 +163,12 @@ mod tests {
         );
         // Not its own key signal back first: each signal reaches each node once.
         assert_eq!(next(&mut at_here).await, Received::Signal(cancelled));
+        // Nor anything later: no echo of either signal reaches either node.
+        for subscription in [&mut at_here, &mut at_there] {
+            let more =
+                tokio::time::timeout(std::time::Duration::from_millis(500), subscription.recv());
+            assert!(more.await.is_err(), "a signal arrived twice");
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

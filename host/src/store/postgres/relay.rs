@@ -20,6 +20,11 @@ const CHANNEL: &str = "jobhost_signals";
 const MISSED: &str = "missed";
 /// Pause before the listening connection is made again, or a send retried.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// How long the database may take to answer the relay; longer counts as a lost connection.
+const REPLY_WITHIN: Duration = Duration::from_secs(10);
+/// How often the listening connection is checked: a connection that died silently (a
+/// dropped route, a fail-over behind an address) delivers nothing and reports no error.
+const CHECK_EVERY: Duration = Duration::from_secs(5);
 
 impl PgStore {
     /// Relays signals between `signals` and every other node on this database until
@@ -51,22 +56,40 @@ async fn send_out(
     mut local: Subscription,
     mut stopping: watch::Receiver<bool>,
 ) {
-    // A signal that could not be sent is owed as "missed" to the other nodes.
+    // A signal that could not be sent is owed as "missed" to the other nodes, and sent again
+    // until it goes out.
     let mut owe_missed = false;
     loop {
+        let retry = async {
+            if owe_missed {
+                tokio::time::sleep(RETRY_AFTER).await
+            } else {
+                std::future::pending().await
+            }
+        };
         let received = tokio::select! {
             received = local.recv() => received,
-            _ = stopping.wait_for(|stop| *stop) => return,
+            () = retry => Some(Received::Missed),
+            () = stopped(&mut stopping) => return,
         };
         let Some(received) = received else { return };
         let text = match received {
             Received::Signal(signal) if !owe_missed => signal.encode(),
             _ => MISSED.to_string(),
         };
-        match notify(&pool, &format!("{node}:{text}")).await {
-            Ok(()) => owe_missed = false,
-            Err(error) => {
-                tracing::warn!(%error, "a signal could not be sent to the other nodes");
+        let payload = format!("{node}:{text}");
+        let sent = tokio::select! {
+            sent = tokio::time::timeout(REPLY_WITHIN, notify(&pool, &payload)) => sent,
+            () = stopped(&mut stopping) => return,
+        };
+        match sent {
+            Ok(Ok(())) => owe_missed = false,
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "a signal could not be sent to the other nodes; retrying");
+                owe_missed = true;
+            }
+            Err(_) => {
+                tracing::warn!("the database did not take a signal in time; retrying");
                 owe_missed = true;
             }
         }
@@ -101,7 +124,7 @@ async fn listen(
             }
         }
         tokio::select! {
-            _ = stopping.wait_for(|stop| *stop) => return,
+            () = stopped(&mut stopping) => return,
             () = tokio::time::sleep(RETRY_AFTER) => {}
         }
     }
@@ -114,10 +137,18 @@ async fn listen_once(
     signals: &Signals,
     stopping: &mut watch::Receiver<bool>,
 ) -> Result<(), StoreError> {
-    let (client, mut connection) = config
-        .connect(tokio_postgres::NoTls)
-        .await
-        .map_err(db_error)?;
+    let mut config = config.clone();
+    config
+        .connect_timeout(REPLY_WITHIN)
+        .keepalives(true)
+        .keepalives_idle(CHECK_EVERY)
+        .keepalives_interval(CHECK_EVERY)
+        .keepalives_retries(2);
+    let connecting = tokio::select! {
+        connecting = config.connect(tokio_postgres::NoTls) => connecting,
+        () = stopped(stopping) => return Ok(()),
+    };
+    let (client, mut connection) = connecting.map_err(db_error)?;
     let (messages, mut received) = mpsc::unbounded_channel();
     // The connection delivers notifications only while it is polled.
     let driver = tokio::spawn(async move {
@@ -130,19 +161,36 @@ async fn listen_once(
             }
         }
     });
-    let listening = client
-        .batch_execute(&format!("LISTEN {CHANNEL}"))
-        .await
-        .map_err(db_error);
+    let listen_statement = format!("LISTEN {CHANNEL}");
+    let listen = tokio::time::timeout(REPLY_WITHIN, client.batch_execute(&listen_statement));
+    let listening = tokio::select! {
+        listening = listen => match listening {
+            Ok(listening) => listening.map_err(db_error),
+            Err(_) => Err(StoreError::Unavailable("LISTEN took too long".into())),
+        },
+        () = stopped(stopping) => {
+            driver.abort();
+            return Ok(());
+        }
+    };
     if let Err(error) = listening {
         driver.abort();
         return Err(error);
     }
     signals.publish_relayed(Received::Missed);
+    let mut checks = tokio::time::interval(CHECK_EVERY);
     let outcome = loop {
         let message = tokio::select! {
             message = received.recv() => message,
-            _ = stopping.wait_for(|stop| *stop) => break Ok(()),
+            _ = checks.tick() => {
+                let check = tokio::time::timeout(REPLY_WITHIN, client.simple_query("SELECT 1"));
+                match check.await {
+                    Ok(Ok(_)) => continue,
+                    Ok(Err(error)) => break Err(db_error(error)),
+                    Err(_) => break Err(StoreError::Unavailable("the database stopped answering".into())),
+                }
+            }
+            () = stopped(stopping) => break Ok(()),
         };
         match message {
             Some(Ok(AsyncMessage::Notification(notification))) => {
@@ -173,4 +221,9 @@ fn relay_in(signals: &Signals, node: &str, payload: &str) {
     } else {
         tracing::warn!(payload, "an unreadable signal from another node");
     }
+}
+
+/// Resolves once `stopping` turns true (or its sender is gone).
+async fn stopped(stopping: &mut watch::Receiver<bool>) {
+    let _ = stopping.wait_for(|stop| *stop).await;
 }
