@@ -169,7 +169,7 @@ async fn audit(client: RestClient, filter: AuditFilter) -> anyhow::Result<()> {
     let path = format!("/api/v1/audit?{}", query.join("&"));
     let page = client.call(Method::GET, &path, None).await?;
     for entry in page["entries"].as_array().into_iter().flatten() {
-        println!("{entry}");
+        outln!("{entry}");
     }
     if let Some(next) = page["next_before"].as_u64() {
         eprintln!("older entries: --before {next}");
@@ -777,7 +777,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Chaos(args) => chaos(args).await,
         Command::BenchListing { jobs, json } => {
             let report = jobhost::bench::listing::run(jobs.max(100)).await?;
-            println!("{}", report.table());
+            outln!("{}", report.table());
             if let Some(path) = json {
                 std::fs::write(&path, serde_json::to_string_pretty(&report)?)
                     .with_context(|| format!("writing {}", path.display()))?;
@@ -799,7 +799,7 @@ async fn main() -> anyhow::Result<()> {
                 workers: 4,
             };
             let report = jobhost::bench::retention::run(options).await?;
-            println!("{}", report.table());
+            outln!("{}", report.table());
             if let Some(path) = json {
                 std::fs::write(&path, serde_json::to_string_pretty(&report)?)
                     .with_context(|| format!("writing {}", path.display()))?;
@@ -831,7 +831,7 @@ async fn main() -> anyhow::Result<()> {
             let contents = jobhost::backup::download(&client(&connection)?, &to, with_compiled)
                 .await
                 .context("backup failed")?;
-            println!("{} written to {}", contents.describe(), to.display());
+            outln!("{} written to {}", contents.describe(), to.display());
             Ok(())
         }
         Command::Restore {
@@ -842,7 +842,7 @@ async fn main() -> anyhow::Result<()> {
             let contents =
                 jobhost::backup::restore(&from, &data_dir, force).context("restore failed")?;
             let into = data_dir.display();
-            println!("{} restored into {into}", contents.describe());
+            outln!("{} restored into {into}", contents.describe());
             Ok(())
         }
         Command::Handlers {
@@ -936,7 +936,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         stored: args.stored,
     };
     let report = jobhost::bench::run(options).await?;
-    println!("{}", report.table());
+    outln!("{}", report.table());
     if let Some(path) = args.json {
         std::fs::write(&path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("writing {}", path.display()))?;
@@ -968,7 +968,7 @@ async fn chaos(args: ChaosArgs) -> anyhow::Result<()> {
     options.creators = args.creators;
     options.workers = args.workers.max(1);
     let report = jobhost::chaos::run(&options).await?;
-    println!("{}", report.table());
+    outln!("{}", report.table());
     if let Some(path) = args.json {
         std::fs::write(&path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("writing {}", path.display()))?;
@@ -1005,8 +1005,33 @@ fn client(connection: &Connection) -> anyhow::Result<RestClient> {
     ))
 }
 
+/// Writes a line to standard output, as `println!` does, except that a reader that went away
+/// (`jobhost jobs get 1 | head`) ends the command quietly instead of with a panic.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        write_out(format_args!($($arg)*))
+    };
+}
+use outln;
+
+fn write_out(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let written = stdout
+        .write_fmt(line)
+        .and_then(|()| stdout.write_all(b"\n"))
+        .and_then(|()| stdout.flush());
+    if let Err(error) = written {
+        if error.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("jobhost: cannot write to standard output: {error}");
+        std::process::exit(1);
+    }
+}
+
 fn print(value: &Value) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    outln!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
 
@@ -1036,7 +1061,7 @@ async fn jobs(client: RestClient, command: JobsCommand) -> anyhow::Result<()> {
             let data = client
                 .call(Method::POST, "/api/v1/jobs", Some(body))
                 .await?;
-            println!("{}", data["job_key"].as_str().unwrap_or_default());
+            outln!("{}", data["job_key"].as_str().unwrap_or_default());
         }
         JobsCommand::Get { key } => {
             print(
@@ -1071,7 +1096,7 @@ async fn jobs(client: RestClient, command: JobsCommand) -> anyhow::Result<()> {
         JobsCommand::Cancel { key } => {
             let path = format!("/api/v1/jobs/{key}/cancel");
             let data = client.call(Method::POST, &path, None).await?;
-            println!(
+            outln!(
                 "job {key} is {}",
                 data["state"].as_str().unwrap_or_default()
             );
@@ -1080,7 +1105,7 @@ async fn jobs(client: RestClient, command: JobsCommand) -> anyhow::Result<()> {
             let path = format!("/api/v1/jobs/{key}/retries");
             let body = json!({ "retries": retries });
             let data = client.call(Method::PUT, &path, Some(body)).await?;
-            println!(
+            outln!(
                 "job {key} has {retries} retries and is {}",
                 data["state"].as_str().unwrap_or_default()
             );
@@ -1152,7 +1177,7 @@ async fn handlers(client: RestClient, command: HandlersCommand) -> anyhow::Resul
             let path = format!("/api/v1/handlers/uploads?{}", query.join("&"));
             let upload = client.upload(&path, component).await?;
             let data = wait_for_upload(&client, &upload).await?;
-            println!(
+            outln!(
                 "deployed {} version {} for type {} in tenant {}",
                 data["id"].as_str().unwrap_or_default(),
                 data["current_version"],
@@ -1168,7 +1193,7 @@ async fn handlers(client: RestClient, command: HandlersCommand) -> anyhow::Resul
         HandlersCommand::Remove { id } => {
             let path = format!("/api/v1/handlers/{}", urlencode(&id));
             client.call(Method::DELETE, &path, None).await?;
-            println!("removed {id}");
+            outln!("removed {id}");
         }
     }
     Ok(())
@@ -1222,7 +1247,7 @@ async fn triggers(client: RestClient, command: TriggersCommand) -> anyhow::Resul
             let data = client
                 .call(Method::POST, "/api/v1/triggers", Some(definition))
                 .await?;
-            println!(
+            outln!(
                 "added trigger {} ({}) in tenant {}: next fire {}",
                 data["id"].as_str().unwrap_or_default(),
                 data["name"].as_str().unwrap_or_default(),
@@ -1256,7 +1281,7 @@ async fn triggers(client: RestClient, command: TriggersCommand) -> anyhow::Resul
             let id = trigger_id(&client, &trigger, tenant.as_deref()).await?;
             let path = format!("/api/v1/triggers/{id}");
             client.call(Method::DELETE, &path, None).await?;
-            println!("removed trigger {id}");
+            outln!("removed trigger {id}");
         }
     }
     Ok(())
@@ -1272,7 +1297,7 @@ async fn set_enabled(
     let path = format!("/api/v1/triggers/{id}");
     let body = serde_json::json!({ "enabled": enabled });
     let data = client.call(Method::PATCH, &path, Some(body)).await?;
-    println!(
+    outln!(
         "trigger {id} is {}; next fire {}",
         data["status"].as_str().unwrap_or_default(),
         data["next_fire_at"].as_str().unwrap_or("none")
@@ -1331,7 +1356,7 @@ async fn keys(client: RestClient, command: KeysCommand) -> anyhow::Result<()> {
                 "created key {} (shown once; store it now)",
                 data["info"]["id"]
             );
-            println!("{}", data["key"].as_str().unwrap_or_default());
+            outln!("{}", data["key"].as_str().unwrap_or_default());
         }
         KeysCommand::List => print(&client.call(Method::GET, "/api/v1/keys", None).await?)?,
         KeysCommand::Revoke { id } => {
@@ -1342,7 +1367,7 @@ async fn keys(client: RestClient, command: KeysCommand) -> anyhow::Result<()> {
                     None,
                 )
                 .await?;
-            println!("revoked {id}");
+            outln!("revoked {id}");
         }
     }
     Ok(())
@@ -1487,7 +1512,7 @@ async fn secrets(client: RestClient, command: SecretsCommand) -> anyhow::Result<
             } else {
                 "replaced"
             };
-            println!(
+            outln!(
                 "{verb} secret {name} in tenant {}",
                 data["secret"]["tenant_id"].as_str().unwrap_or_default()
             );
@@ -1499,7 +1524,7 @@ async fn secrets(client: RestClient, command: SecretsCommand) -> anyhow::Result<
             client
                 .call(Method::DELETE, &path(Some(&name), &tenant), None)
                 .await?;
-            println!("removed secret {name}");
+            outln!("removed secret {name}");
         }
     }
     Ok(())
@@ -1558,8 +1583,8 @@ async fn kv(client: RestClient, command: KvCommand) -> anyhow::Result<()> {
                 )
                 .await?;
             match data["value"].as_str() {
-                Some(text) => println!("{text}"),
-                None => println!("{}", data["value_hex"].as_str().unwrap_or_default()),
+                Some(text) => outln!("{text}"),
+                None => outln!("{}", data["value_hex"].as_str().unwrap_or_default()),
             }
         }
         KvCommand::Set {
@@ -1579,7 +1604,7 @@ async fn kv(client: RestClient, command: KvCommand) -> anyhow::Result<()> {
             client
                 .put_bytes(&with_query(path(Some(&bucket), Some(&key), &tenant)), bytes)
                 .await?;
-            println!("set {bucket}/{key}");
+            outln!("set {bucket}/{key}");
         }
         KvCommand::Rm {
             bucket,
@@ -1593,7 +1618,7 @@ async fn kv(client: RestClient, command: KvCommand) -> anyhow::Result<()> {
                     None,
                 )
                 .await?;
-            println!("deleted {bucket}/{key}");
+            outln!("deleted {bucket}/{key}");
         }
     }
     Ok(())

@@ -339,3 +339,25 @@ async fn kv_set_get_and_rm_edit_a_tenants_bucket() {
     assert!(!gone.status.success());
     assert!(String::from_utf8_lossy(&gone.stderr).contains("NOT_FOUND"));
 }
+
+#[tokio::test]
+async fn a_reader_that_goes_away_ends_the_command_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let process = ServerProcess::start(dir.path());
+    let created = jobhost(&process, ADMIN_KEY, &["jobs", "create", "--type", "t"]);
+    let key = last_line(&created);
+    // As `jobhost jobs get KEY | head -0`: the reader is gone before anything is written.
+    let mut child = Command::new(binary())
+        .args(["jobs", "get", &key])
+        .env("JOBHOST_SERVER", &process.http_url)
+        .env("JOBHOST_API_KEY", ADMIN_KEY)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("jobhost runs");
+    drop(child.stdout.take());
+    let output = child.wait_with_output().expect("jobhost ends");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
