@@ -726,9 +726,8 @@ mod tests {
 
     use super::*;
     use crate::runtime::RuntimeConfig;
-    use crate::signals::Received;
     use crate::store::SledStore;
-    use crate::store::postgres::PgStore;
+    use crate::store::postgres::{PgStore, relayed_bus};
 
     /// Two nodes' registries over one store, their signals relayed between them.
     struct TwoNodes {
@@ -745,28 +744,7 @@ mod tests {
         let (stop, stopping) = watch::channel(false);
         let mut nodes = Vec::new();
         for _ in 0..2 {
-            let runtime = Runtime::new(RuntimeConfig {
-                max_memory_mb: 64,
-                max_concurrent_attempts: 2,
-                cache_dir: None,
-            })
-            .expect("runtime");
-            let registry = HandlerRegistry::open(
-                store.clone(),
-                Arc::new(runtime),
-                HandlerMaxima::default(),
-                &Quotas::default(),
-                signals.clone(),
-            )
-            .await
-            .expect("registry");
-            let registry = Arc::new(registry);
-            tokio::spawn(
-                registry
-                    .clone()
-                    .follow(signals.subscribe(), stopping.clone()),
-            );
-            nodes.push(registry);
+            nodes.push(follower(store.clone(), &signals, &stopping).await);
         }
         TwoNodes {
             there: nodes.pop().expect("node"),
@@ -774,6 +752,30 @@ mod tests {
             _stop: stop,
             _dir: dir,
         }
+    }
+
+    /// A node's registry over `store`, following `signals` until `stopping`.
+    async fn follower(
+        store: Arc<dyn Catalog>,
+        signals: &Signals,
+        stopping: &watch::Receiver<bool>,
+    ) -> Arc<HandlerRegistry> {
+        let registry = HandlerRegistry::open(
+            store,
+            sandbox(),
+            HandlerMaxima::default(),
+            &Quotas::default(),
+            signals.clone(),
+        )
+        .await
+        .expect("registry");
+        let registry = Arc::new(registry);
+        tokio::spawn(
+            registry
+                .clone()
+                .follow(signals.subscribe(), stopping.clone()),
+        );
+        registry
     }
 
     fn sandbox() -> Arc<Runtime> {
@@ -792,32 +794,8 @@ mod tests {
         let mut nodes = Vec::new();
         for _ in 0..2 {
             let store = Arc::new(PgStore::connect(&url).await.expect("connects"));
-            let signals = Signals::default();
-            let mut listening = signals.subscribe();
-            store.relay_signals(signals.clone(), stopping.clone());
-            // The relay listens once it tells its node to re-read.
-            let listens = tokio::time::timeout(Duration::from_secs(30), listening.recv());
-            assert_eq!(
-                listens.await.expect("the relay listens"),
-                Some(Received::Missed)
-            );
-            let quotas = Quotas::default();
-            let registry = HandlerRegistry::open(
-                store,
-                sandbox(),
-                HandlerMaxima::default(),
-                &quotas,
-                signals.clone(),
-            )
-            .await
-            .expect("registry");
-            let registry = Arc::new(registry);
-            tokio::spawn(
-                registry
-                    .clone()
-                    .follow(signals.subscribe(), stopping.clone()),
-            );
-            nodes.push(registry);
+            let signals = relayed_bus(&store, stopping.clone()).await;
+            nodes.push(follower(store, &signals, &stopping).await);
         }
         let (there, here) = (&nodes[1], &nodes[0]);
         let deployed = there.deploy(&Principal::admin(), echo()).await;

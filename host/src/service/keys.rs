@@ -386,9 +386,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::signals::Received;
     use crate::store::SledStore;
-    use crate::store::postgres::PgStore;
+    use crate::store::postgres::{PgStore, relayed_bus};
 
     /// Two nodes' key caches over one store, their signals relayed between them.
     struct TwoNodes {
@@ -400,6 +399,18 @@ mod tests {
         _dir: tempfile::TempDir,
     }
 
+    /// A node's key cache over `store`, following `signals` until `stopping`.
+    async fn follower(
+        store: Arc<dyn Catalog>,
+        signals: &Signals,
+        stopping: &watch::Receiver<bool>,
+    ) -> Arc<ApiKeys> {
+        let keys = ApiKeys::load(store, None, None, signals.clone()).await;
+        let keys = Arc::new(keys.expect("keys"));
+        tokio::spawn(keys.clone().follow(signals.subscribe(), stopping.clone()));
+        keys
+    }
+
     /// Two caches in one process over the embedded store, sharing one bus.
     async fn two_nodes() -> TwoNodes {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -408,10 +419,7 @@ mod tests {
         let (stop, stopping) = watch::channel(false);
         let mut nodes = Vec::new();
         for _ in 0..2 {
-            let keys = ApiKeys::load(store.clone(), None, None, signals.clone()).await;
-            let keys = Arc::new(keys.expect("keys"));
-            tokio::spawn(keys.clone().follow(signals.subscribe(), stopping.clone()));
-            nodes.push(keys);
+            nodes.push(follower(store.clone(), &signals, &stopping).await);
         }
         TwoNodes {
             there: nodes.pop().expect("node"),
@@ -431,19 +439,8 @@ mod tests {
         let mut nodes = Vec::new();
         for _ in 0..2 {
             let store = Arc::new(PgStore::connect(&url).await.expect("connects"));
-            let signals = Signals::default();
-            let mut listening = signals.subscribe();
-            store.relay_signals(signals.clone(), stopping.clone());
-            // The relay listens once it tells its node to re-read.
-            let listens = tokio::time::timeout(Duration::from_secs(30), listening.recv());
-            assert_eq!(
-                listens.await.expect("the relay listens"),
-                Some(Received::Missed)
-            );
-            let keys = ApiKeys::load(store, None, None, signals.clone()).await;
-            let keys = Arc::new(keys.expect("keys"));
-            tokio::spawn(keys.clone().follow(signals.subscribe(), stopping.clone()));
-            nodes.push(keys);
+            let signals = relayed_bus(&store, stopping.clone()).await;
+            nodes.push(follower(store, &signals, &stopping).await);
         }
         let there = nodes.pop().expect("node");
         (nodes.pop().expect("node"), there, Keep(stop))

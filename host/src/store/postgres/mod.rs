@@ -13,6 +13,8 @@
 mod catalog;
 mod key_value;
 mod relay;
+#[cfg(test)]
+pub(crate) use relay::relayed_bus;
 mod schema;
 
 use std::str::FromStr;

@@ -227,3 +227,17 @@ fn relay_in(signals: &Signals, node: &str, payload: &str) {
 async fn stopped(stopping: &mut watch::Receiver<bool>) {
     let _ = stopping.wait_for(|stop| *stop).await;
 }
+
+/// A bus of a test node whose relay already listens (it has told the node to re-read).
+#[cfg(test)]
+pub(crate) async fn relayed_bus(store: &PgStore, stopping: watch::Receiver<bool>) -> Signals {
+    let signals = Signals::default();
+    let mut listening = signals.subscribe();
+    store.relay_signals(signals.clone(), stopping);
+    let listens = tokio::time::timeout(Duration::from_secs(30), listening.recv());
+    assert_eq!(
+        listens.await.expect("the relay listens"),
+        Some(Received::Missed)
+    );
+    signals
+}
